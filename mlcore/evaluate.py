@@ -1,0 +1,232 @@
+"""Metrics as pure functions of labels, predictions and probabilities (numpy in, plain types out)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(20))  # 0.00, 0.05, ..., 0.95
+ECE_BINS = 15
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred))) if len(y_true) else 0.0
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:
+    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return matrix
+
+
+def per_intent_scores(matrix: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """Precision, recall, F1 and support for each intent, from a confusion matrix (rows = truth)."""
+    true_positive = np.diag(matrix).astype(np.float64)
+    predicted = matrix.sum(axis=0).astype(np.float64)
+    support = matrix.sum(axis=1).astype(np.float64)
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
+    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    return [
+        {"intent": label, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    ]
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> float:
+    """Mean F1 over the intents present in the truth (an intent absent from the truth is not scored)."""
+    matrix = confusion_matrix(y_true, y_pred, num_labels)
+    scores = per_intent_scores(matrix, [str(i) for i in range(num_labels)])
+    present = [s["f1"] for s in scores if s["support"] > 0]
+    return float(np.mean(present)) if present else 0.0
+
+
+def coverage_curve(confidence: np.ndarray, correct: np.ndarray, thresholds: Sequence[float] = THRESHOLD_GRID) -> list[dict]:
+    """For each threshold: the share of predictions kept, and the accuracy of those kept."""
+    confidence, correct = np.asarray(confidence), np.asarray(correct, dtype=bool)
+    curve = []
+    for threshold in thresholds:
+        kept = confidence >= threshold
+        curve.append({
+            "threshold": float(threshold),
+            "coverage": float(kept.mean()) if len(kept) else 0.0,
+            "accuracy": float(correct[kept].mean()) if kept.any() else None,
+        })
+    return curve
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    confidence, correct = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    if not len(confidence):
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            error += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
+    return float(error)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
+    """The temperature that minimises the validation negative log-likelihood (Guo et al., 2017)."""
+    if not len(labels):
+        return 1.0
+    logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_t.exp().item())
+    # Guard against a degenerate fit (e.g. a perfectly separated tiny validation set).
+    if not math.isfinite(temperature):
+        return 1.0
+    return min(max(temperature, 0.05), 20.0)
+
+
+def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance that a positive scores above a negative (ties count half)."""
+    pos, neg = np.asarray(positive_scores, dtype=np.float64), np.asarray(negative_scores, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        return None
+    scores = np.concatenate([pos, neg])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    # Average the ranks of tied scores.
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    sums = np.zeros(len(counts))
+    np.add.at(sums, inverse, ranks)
+    ranks = (sums / counts)[inverse]
+    rank_sum = ranks[: len(pos)].sum()
+    return float((rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def recommend_threshold(
+    in_scope_confidence: np.ndarray,
+    in_scope_correct: np.ndarray,
+    oos_confidence: np.ndarray | None = None,
+    *,
+    review_budget: float = 0.1,
+    thresholds: Sequence[float] = THRESHOLD_GRID,
+) -> float:
+    """Pick the confidence threshold on validation data.
+
+    With out-of-scope examples: the threshold that maximises the mean of the in-scope
+    rate (accepted and correct) and the out-of-scope recall (rejected). Without them:
+    the highest threshold that still accepts at least ``1 - review_budget`` of the
+    in-scope validation predictions, so that at most that share goes to review.
+    """
+    confidence = np.asarray(in_scope_confidence, dtype=np.float64)
+    correct = np.asarray(in_scope_correct, dtype=bool)
+    if oos_confidence is not None and len(oos_confidence) and len(confidence):
+        oos = np.asarray(oos_confidence, dtype=np.float64)
+        def score(t: float) -> float:
+            return 0.5 * float(((confidence >= t) & correct).mean()) + 0.5 * float((oos < t).mean())
+        return float(max(thresholds, key=lambda t: (score(t), -t)))
+    if not len(confidence):
+        return float(thresholds[0])
+    best = thresholds[0]
+    for threshold in thresholds:
+        if (confidence >= threshold).mean() >= 1 - review_budget:
+            best = threshold
+    return float(best)
+
+
+def classification_report(
+    *,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    threshold: float,
+    oos_probabilities: np.ndarray | None = None,
+    oos_label_id: int | None = None,
+) -> dict:
+    """All the numbers for one evaluation set, as plain JSON-ready types.
+
+    ``oos_probabilities`` are the distributions the model gave to out-of-scope texts.
+    ``oos_label_id`` is set when out-of-scope was trained as a class: a prediction of
+    that class then counts as a rejection, like a confidence under the threshold.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    correct = predicted == labels
+    matrix = confusion_matrix(labels, predicted, len(label_names))
+    report = {
+        "examples": int(len(labels)),
+        "accuracy": accuracy(labels, predicted),
+        "macro_f1": macro_f1(labels, predicted, len(label_names)),
+        "per_intent": per_intent_scores(matrix, label_names),
+        "confusion_matrix": matrix.tolist(),
+        "coverage": coverage_curve(confidence, correct),
+        "ece": expected_calibration_error(confidence, correct),
+        "threshold": float(threshold),
+        "in_scope_review_rate": float((confidence < threshold).mean()) if len(labels) else 0.0,
+    }
+    if oos_probabilities is not None and len(oos_probabilities):
+        oos_probabilities = np.asarray(oos_probabilities, dtype=np.float64)
+        rejected = oos_probabilities.max(axis=1) < threshold
+        if oos_label_id is not None:
+            rejected |= oos_probabilities.argmax(axis=1) == oos_label_id
+        report["oos_examples"] = int(len(oos_probabilities))
+        report["oos_recall"] = float(rejected.mean())
+        report["oos_auroc"] = auroc(in_scope_score(probabilities, oos_label_id), in_scope_score(oos_probabilities, oos_label_id))
+    return report
+
+
+def in_scope_score(probabilities: np.ndarray, oos_label_id: int | None) -> np.ndarray:
+    """How in-scope a text looks: its highest probability among the real intents."""
+    probabilities = np.asarray(probabilities)
+    if oos_label_id is None:
+        return probabilities.max(axis=1)
+    return np.delete(probabilities, oos_label_id, axis=1).max(axis=1)
+
+
+def report_from_logits(
+    *,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    temperature: float,
+    threshold: float,
+    oos_logits: np.ndarray | None = None,
+    oos_label_id: int | None = None,
+) -> dict:
+    """Evaluate raw logits: the calibrated report, plus the ECE the model had before calibration."""
+    report = classification_report(
+        probabilities=softmax(logits, temperature), labels=labels, label_names=label_names, threshold=threshold,
+        oos_probabilities=None if oos_logits is None else softmax(oos_logits, temperature), oos_label_id=oos_label_id,
+    )
+    uncalibrated = softmax(logits, 1.0)
+    report["ece_uncalibrated"] = expected_calibration_error(
+        uncalibrated.max(axis=1), uncalibrated.argmax(axis=1) == np.asarray(labels)
+    )
+    report["temperature"] = float(temperature)
+    return report
+
+
+def headline(report: dict) -> dict:
+    """The few numbers worth a glance, for tables and logs."""
+    keys = ("examples", "accuracy", "macro_f1", "ece_uncalibrated", "ece", "threshold", "in_scope_review_rate", "oos_recall", "oos_auroc")
+    return {key: report[key] for key in keys if key in report}

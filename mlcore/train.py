@@ -1,0 +1,334 @@
+"""Fine-tuning with the Hugging Face ``Trainer``: the only module that imports ``datasets``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from mlcore.artifact import build_artifact, save_artifact
+from mlcore.config import TrainConfig
+from mlcore.data import OOS_LABEL, Example, LabeledData, check_trainable, dataset_fingerprint, intent_counts, stratified_split
+from mlcore.base_model import load_tokenizer_and_encoder
+from mlcore.errors import ConfigError, TrainingCancelled
+from mlcore.evaluate import fit_temperature, in_scope_score, macro_f1, recommend_threshold, report_from_logits, softmax
+from mlcore.modeling import IntentClassifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int
+    epoch: float
+    # The latest validation metrics (accuracy, macro_f1, loss), once an epoch has been evaluated.
+    metrics: dict[str, float] | None
+    elapsed_seconds: float
+
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass
+class Splits:
+    labels: list[str]
+    train: list[Example]
+    val: list[Example]
+    # Out-of-scope texts used to tune the threshold (threshold mode) or scored as the "oos" class.
+    oos_val: list[Example]
+    test: list[Example]
+    oos_test: list[Example]
+
+
+def prepare_splits(data: LabeledData, config: TrainConfig) -> Splits:
+    """Decide what trains, what validates, and what tunes the threshold."""
+    train, val = list(data.train), list(data.val)
+    oos_val = list(data.oos_val)
+    if config.oos_mode == "class":
+        train += data.oos_train
+        val += data.oos_val
+    else:
+        oos_val += data.oos_train  # out-of-scope rows only tune the threshold
+    check_trainable(train, source="The training data")
+    if not val:
+        train, val = stratified_split(train, fraction=config.validation_fraction, seed=config.seed)
+    labels = sorted({e.intent for e in train})
+    known = set(labels)
+    return Splits(
+        labels=labels,
+        train=train,
+        val=[e for e in val if e.intent in known],
+        oos_val=[] if config.oos_mode == "class" else oos_val,
+        test=[e for e in data.test if e.intent in known],
+        oos_test=list(data.oos_test),
+    )
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("Device 'cuda' was requested but torch sees no CUDA GPU here; use --device auto or --device cpu.")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+@dataclass
+class TrainResult:
+    model: IntentClassifier
+    tokenizer: Any
+    labels: list[str]
+    temperature: float
+    threshold: float
+    metrics: dict[str, Any]
+    fingerprint: str
+    config: TrainConfig
+    base_model: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_artifact(self) -> dict[str, Any]:
+        encoder_config = json.loads(self.model.encoder.config.to_json_string(use_diff=False))
+        model_config = {k: v for k, v in encoder_config.items() if not k.startswith("_") and k not in {"architectures", "transformers_version"}}
+        tokenizer = {
+            "tokenizer_json": self.tokenizer.backend_tokenizer.to_str(),
+            "pad_token": self.tokenizer.pad_token,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "model_input_names": list(self.tokenizer.model_input_names),
+        }
+        return build_artifact(
+            base_model=self.base_model, model_config=model_config, state_dict=self.model.state_dict(),
+            labels=self.labels, tokenizer=tokenizer, max_length=self.config.max_length,
+            temperature=self.temperature, threshold=self.threshold, train_config=self.config.to_dict(),
+            metrics=self.metrics, dataset_fingerprint=self.fingerprint,
+        )
+
+    def save(self, path: str | Path) -> str:
+        """Write the artifact atomically; return its SHA-256."""
+        return save_artifact(self.to_artifact(), path)
+
+
+def train(
+    config: TrainConfig,
+    data: LabeledData,
+    *,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> TrainResult:
+    """Fine-tune, keep the best epoch by validation macro-F1, calibrate, and evaluate."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    device = resolve_device(config.device)
+    splits = prepare_splits(data, config)
+    set_seed(config.seed)
+    tokenizer, encoder = load_tokenizer_and_encoder(config.base_model, dropout=config.dropout)
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # mean pooling replaces BERT's [CLS] pooler; keep it out of the artifact
+    label_ids = {name: i for i, name in enumerate(splits.labels)}
+    model = IntentClassifier(encoder, num_labels=len(splits.labels), dropout=config.dropout)
+
+    def to_dataset(examples: list[Example], labeled: bool = True) -> Dataset:
+        columns: dict[str, list] = {"text": [e.text for e in examples]}
+        if labeled:
+            columns["label"] = [label_ids[e.intent] for e in examples]
+        # Tokenize once; the collator pads each batch to its own longest text.
+        return Dataset.from_dict(columns).map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=config.max_length),
+            batched=True, remove_columns=["text"],
+        )
+
+    train_ds, val_ds = to_dataset(splits.train), to_dataset(splits.val)
+    collate = DataCollatorWithPadding(tokenizer)
+    if config.head_init == "centroid":
+        _init_head_from_centroids(model, train_ds, collate, config.eval_batch_size)
+
+    steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
+    epochs = max(config.epochs, math.ceil(config.min_train_steps / steps_per_epoch))
+    use_cuda = device == "cuda"
+    scratch = tempfile.mkdtemp(prefix="mlcore-trainer-")
+    bf16 = use_cuda and config.mixed_precision and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=scratch,  # nothing is saved there: save_strategy="no"
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        num_train_epochs=epochs,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup,  # a fraction of the total steps in this transformers release
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not use_cuda,
+        bf16=bf16,
+        fp16=use_cuda and config.mixed_precision and not bf16,
+        eval_strategy="epoch",
+        save_strategy="no",  # the best epoch is kept in memory by _BestEpoch, not in checkpoints
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        # Batches of similar length pad less: fewer wasted tokens per step on the CPU.
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+    )
+    started = time.monotonic()
+    keeper = _BestEpoch()
+    callbacks = [keeper, _Hooks(progress, should_cancel, started, keeper)]
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        data_collator=collate, compute_metrics=_trainer_metrics,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to our callback, not to stdout
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    train_seconds = time.monotonic() - started
+    if callbacks[1].cancelled:
+        raise TrainingCancelled(f"Training was cancelled at step {trainer.state.global_step} of {trainer.state.max_steps}.")
+    if keeper.best_state is not None:
+        model.load_state_dict(keeper.best_state)
+    model.eval()
+
+    def logits_of(examples: list[Example]) -> np.ndarray:
+        if not examples:
+            return np.zeros((0, len(splits.labels)), dtype=np.float32)
+        device = next(model.parameters()).device
+        logits = _batched_outputs(lambda batch: model(**batch)["logits"], to_dataset(examples, labeled=False), collate, config.eval_batch_size, device)
+        return logits.numpy()
+
+    val_logits, val_labels = logits_of(splits.val), np.array([label_ids[e.intent] for e in splits.val])
+    oos_label_id = label_ids.get(OOS_LABEL) if config.oos_mode == "class" else None
+    temperature = fit_temperature(val_logits, val_labels)
+    threshold = _recommend(val_logits, val_labels, logits_of(splits.oos_val), temperature, oos_label_id)
+    metrics: dict[str, Any] = {
+        "validation": report_from_logits(
+            logits=val_logits, labels=val_labels, label_names=splits.labels, temperature=temperature,
+            threshold=threshold, oos_logits=logits_of(splits.oos_val) if splits.oos_val else None, oos_label_id=oos_label_id,
+        ),
+        "training": {
+            "device": device,
+            "train_examples": len(splits.train),
+            "val_examples": len(splits.val),
+            "intent_counts": intent_counts(splits.train),
+            "epochs": epochs,
+            "steps": trainer.state.global_step,
+            "best_epoch": keeper.best_epoch,
+            "history": keeper.history,
+            "train_seconds": round(train_seconds, 2),
+            "examples_per_second": round(len(splits.train) * epochs / train_seconds, 2) if train_seconds else None,
+        },
+    }
+    if splits.test:
+        metrics["test"] = report_from_logits(
+            logits=logits_of(splits.test), labels=np.array([label_ids[e.intent] for e in splits.test]),
+            label_names=splits.labels, temperature=temperature, threshold=threshold,
+            oos_logits=logits_of(splits.oos_test) if splits.oos_test else None, oos_label_id=oos_label_id,
+        )
+    model.to("cpu")
+    return TrainResult(
+        model=model, tokenizer=tokenizer, labels=splits.labels, temperature=temperature, threshold=threshold,
+        metrics=metrics, fingerprint=dataset_fingerprint(splits.train), config=config,
+        base_model=config.base_model, history=keeper.history,
+    )
+
+
+def _recommend(val_logits, val_labels, oos_logits, temperature, oos_label_id) -> float:
+    probabilities = softmax(val_logits, temperature)
+    in_scope = val_labels != oos_label_id if oos_label_id is not None else np.ones(len(val_labels), dtype=bool)
+    confidence = in_scope_score(probabilities, oos_label_id)
+    correct = probabilities.argmax(axis=1) == val_labels
+    if oos_label_id is not None:
+        oos_confidence = confidence[~in_scope]
+    else:
+        oos_confidence = in_scope_score(softmax(oos_logits, temperature), None) if len(oos_logits) else None
+    return recommend_threshold(confidence[in_scope], correct[in_scope], oos_confidence)
+
+
+def _trainer_metrics(prediction) -> dict[str, float]:
+    logits, labels = prediction.predictions, prediction.label_ids
+    predicted = np.asarray(logits).argmax(axis=1)
+    return {"accuracy": float((predicted == labels).mean()), "macro_f1": macro_f1(labels, predicted, np.asarray(logits).shape[1])}
+
+
+@torch.no_grad()
+def _batched_outputs(fn, dataset, collate, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Apply ``fn(batch)`` over the dataset in batches of similar length; rows come back in dataset order.
+
+    (The Trainer's own ``predict`` shuffles order when length grouping is on, so it is not used here.)
+    """
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
+    outputs = []
+    for start in range(0, len(order), batch_size):
+        rows = [{k: v for k, v in dataset[i].items() if k != "label"} for i in order[start : start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
+        outputs.append(fn(batch).float().cpu())
+    stacked = torch.cat(outputs)
+    result = torch.empty_like(stacked)
+    result[torch.tensor(order)] = stacked
+    return result
+
+
+def _init_head_from_centroids(model: IntentClassifier, train_ds, collate, batch_size: int) -> None:
+    model.eval()
+    device = next(model.parameters()).device
+    embeddings = _batched_outputs(lambda batch: model.embed(**batch), train_ds, collate, batch_size, device)
+    model.init_head_from_centroids(embeddings, torch.tensor(train_ds["label"]))
+    model.train()
+
+
+class _BestEpoch(TrainerCallback):
+    """Keep the weights of the epoch with the best validation macro-F1 (in memory, no checkpoints)."""
+
+    def __init__(self) -> None:
+        self.best_f1 = -1.0
+        self.best_epoch: float | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+        self.latest: dict[str, float] | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if not metrics or model is None:
+            return
+        self.latest = {
+            "epoch": round(float(state.epoch or 0), 3),
+            "accuracy": float(metrics.get("eval_accuracy", 0.0)),
+            "macro_f1": float(metrics.get("eval_macro_f1", 0.0)),
+            "loss": float(metrics.get("eval_loss", 0.0)),
+        }
+        self.history.append(self.latest)
+        if self.latest["macro_f1"] > self.best_f1:
+            self.best_f1, self.best_epoch = self.latest["macro_f1"], self.latest["epoch"]
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class _Hooks(TrainerCallback):
+    """Report progress after every step and stop cleanly between steps when asked to."""
+
+    def __init__(self, progress: ProgressCallback | None, should_cancel: CancelCheck | None, started: float, keeper: _BestEpoch) -> None:
+        self.progress, self.should_cancel, self.started, self.keeper = progress, should_cancel, started, keeper
+        self.cancelled = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress(Progress(
+                step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0),
+                metrics=self.keeper.latest, elapsed_seconds=time.monotonic() - self.started,
+            ))
+        if self.should_cancel is not None and self.should_cancel():
+            self.cancelled = True
+            control.should_training_stop = True
+            control.should_evaluate = False
+            control.should_save = False
+        return control

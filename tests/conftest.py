@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import DEMO_DATA, build_tiny_bert, read_demo_rows
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory) -> str:
+    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), [text for text, _ in read_demo_rows()]))
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_base_model):
+    from mlcore.config import TrainConfig
+
+    # Few steps, a high rate: a randomly initialised tiny encoder learns the demo keywords quickly.
+    return TrainConfig(base_model=tiny_base_model, epochs=6, min_train_steps=0, batch_size=16, learning_rate=1e-3, warmup=0.0)
+
+
+@pytest.fixture(scope="session")
+def demo_data():
+    from mlcore.data import load_labeled_data
+
+    return load_labeled_data(DEMO_DATA)
+
+
+@pytest.fixture(scope="session")
+def tiny_result(tiny_config, demo_data):
+    from mlcore.train import train
+
+    return train(tiny_config, demo_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_result, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("artifact") / "tiny.pt"
+    tiny_result.save(path)
+    return str(path)

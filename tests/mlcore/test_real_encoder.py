@@ -1,0 +1,26 @@
+"""The real thing: fine-tune the shipped all-MiniLM-L6-v2 on a 10-intent slice of CLINC150."""
+
+import pytest
+
+from mlcore.config import TrainConfig
+from mlcore.data import load_labeled_data, select_intents
+from mlcore.predictor import Predictor
+from mlcore.scoring import evaluate_predictor
+from mlcore.train import train
+from tests.factories import CLINC_FULL
+
+TEN_INTENTS = ["balance", "book_flight", "calendar", "change_language", "cook_time", "distance", "flip_coin",
+               "insurance", "jump_start", "weather"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CLINC_FULL.is_file(), reason="needs ../shared/data/clinc150")
+def test_default_encoder_learns_a_clinc_slice(tmp_path):
+    data = select_intents(load_labeled_data(CLINC_FULL), TEN_INTENTS)
+    assert len(data.train) == 1000 and len(data.test) == 300
+    result = train(TrainConfig(epochs=2, min_train_steps=0), data)
+    path = tmp_path / "slice.pt"
+    result.save(path)
+    report = evaluate_predictor(Predictor.from_file(path), data.test, data.oos_test)
+    assert report["accuracy"] >= 0.90
+    assert report["oos_examples"] == 1000
