@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from webapp.labeling import services
+from webapp.labeling.models import Intent, Utterance
+from webapp.labeling.roles import LABELERS, ML_ENGINEERS
+
+_names = itertools.count()
+
+
+def make_user(role: str | None, *, superuser: bool = False) -> User:
+    name = f"{(role or 'plain').split()[0].lower()}{next(_names)}"
+    user = User.objects.create_user(name, password="pw-for-tests-123", is_staff=True, is_superuser=superuser)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def labeler(db) -> User:
+    return make_user(LABELERS)
+
+
+@pytest.fixture
+def ml_engineer(db) -> User:
+    return make_user(ML_ENGINEERS)
+
+
+@pytest.fixture
+def plain_user(db) -> User:
+    return make_user(None)
+
+
+@pytest.fixture
+def intent_factory(db):
+    def make(name: str, **kwargs) -> Intent:
+        return services.intent_create(name=name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def utterance_factory(db):
+    def make(text: str, intent: Intent | None = None, *, user: User | None = None, source=Utterance.Source.MANUAL) -> Utterance:
+        return services.utterance_create(text=text, intent=intent, source=source, user=user)
+
+    return make
+
+
+def api_client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+@pytest.fixture
+def api_for():
+    return api_client_for
