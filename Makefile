@@ -35,7 +35,7 @@ test-sqlite: $(STAMP)
 
 # The Django suite again against the PostgreSQL server on 127.0.0.1.
 test-postgres: $(STAMP)
-	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest tests/webapp
+	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest tests/webapp tests/e2e
 
 clean:
 	rm -rf var .pytest_cache

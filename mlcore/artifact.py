@@ -78,6 +78,7 @@ def save_artifact(artifact: dict[str, Any], path: str | Path) -> str:
             torch.save(artifact, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; readers (the serving app) need it
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

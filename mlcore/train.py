@@ -239,7 +239,7 @@ def train(
     model.to("cpu")
     return TrainResult(
         model=model, tokenizer=tokenizer, labels=splits.labels, temperature=temperature, threshold=threshold,
-        metrics=metrics, fingerprint=dataset_fingerprint(splits.train), config=config,
+        metrics=metrics, fingerprint=dataset_fingerprint(data.train + data.oos_train), config=config,
         base_model=config.base_model, history=keeper.history,
     )
 

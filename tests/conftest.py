@@ -4,6 +4,8 @@ import pytest
 
 from tests.factories import DEMO_DATA, build_tiny_bert, read_demo_rows
 
+pytest_plugins = ["tests.webapp_fixtures", "tests.aws_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def tiny_base_model(tmp_path_factory) -> str:

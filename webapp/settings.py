@@ -43,7 +43,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "simple_history",
+    "django_q",
     "webapp.labeling",
+    "webapp.training",
 ]
 
 MIDDLEWARE = [
@@ -114,6 +116,56 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# Files: uploads under var/media; model artifacts under var/artifacts, or in S3 when
+# ARTIFACT_BUCKET is set (django-storages; AWS_S3_ENDPOINT_URL for an S3-compatible server).
+ARTIFACT_BUCKET = env.str("ARTIFACT_BUCKET", default="")
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(MEDIA_ROOT)}},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": (
+        {"BACKEND": "storages.backends.s3.S3Storage",
+         "OPTIONS": {"bucket_name": ARTIFACT_BUCKET, "endpoint_url": AWS_S3_ENDPOINT_URL, "file_overwrite": False}}
+        if ARTIFACT_BUCKET else
+        {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(VAR_DIR / "artifacts")}}
+    ),
+}
+
+# Where "Promote to production" publishes the model: a local path or s3://bucket/key.
+SERVING_MODEL_URI = env.str("SERVING_MODEL_URI", default=str(VAR_DIR / "serving" / "model.pt"))
+# A candidate whose held-out accuracy is below the promoted model's by more than this is refused
+# unless an ML engineer overrides it with a reason (0.005 = half a percentage point).
+PROMOTION_MAX_ACCURACY_DROP = env.float("PROMOTION_MAX_ACCURACY_DROP", default=0.005)
+if not 0 <= PROMOTION_MAX_ACCURACY_DROP < 1:
+    raise ImproperlyConfigured(f"PROMOTION_MAX_ACCURACY_DROP must be in [0, 1), got {PROMOTION_MAX_ACCURACY_DROP}.")
+
+# Background jobs (django-q2). Embedded default: the ORM broker on the default database;
+# production: Redis when REDIS_URL is set.
+REDIS_URL = env.str("REDIS_URL", default="")
+TRAINING_TIMEOUT_SECONDS = env.int("TRAINING_TIMEOUT_SECONDS", default=24 * 3600)
+# A running run whose worker has not written for this long is marked failed.
+TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env.int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", default=600)
+# Progress is written to the run row at most this often (a few writes per second at most).
+TRAINING_PROGRESS_INTERVAL_SECONDS = env.float("TRAINING_PROGRESS_INTERVAL_SECONDS", default=0.5)
+Q_CLUSTER = {
+    # Clusters sharing a broker and a name share the queue (and the signing salt).
+    "name": env.str("Q_CLUSTER_NAME", default="intentflow"),
+    # One worker process: one run trains at a time, the others wait as "queued".
+    "workers": env.int("Q_WORKERS", default=1),
+    # Training can last for hours. `timeout` is how long a worker may run one task before django-q
+    # kills it: set well above the longest training. `retry` is how long the broker waits for an
+    # acknowledgement before handing the same task out again: it must exceed `timeout`, or a long
+    # run would be started a second time while the first still trains. `max_attempts=1` never
+    # re-runs a task that failed, and the task itself only starts a run that is still "queued".
+    "timeout": TRAINING_TIMEOUT_SECONDS,
+    "retry": TRAINING_TIMEOUT_SECONDS + 3600,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": 0.5,
+    **({"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}),
+}
 
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)

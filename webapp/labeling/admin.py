@@ -58,14 +58,14 @@ class LabeledFilter(admin.SimpleListFilter):
 @admin.register(Utterance)
 class UtteranceAdmin(SimpleHistoryAdmin):
     form = UtteranceAdminForm
-    list_display = ("text", "intent", "source", "created_by", "updated_by", "created_at")
+    list_display = ("text", "intent", "is_held_out", "source", "created_by", "updated_by", "created_at")
     list_display_links = ("text",)
-    list_editable = ("intent",)
-    list_filter = ("intent", "source", LabeledFilter, ("created_at", admin.DateFieldListFilter))
+    list_editable = ("intent", "is_held_out")
+    list_filter = ("intent", "source", LabeledFilter, "is_held_out", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("intent", "created_by", "updated_by")
     search_fields = ("text",)
     readonly_fields = ("created_by", "updated_by", "created_at", "updated_at")
-    actions = ["assign_intent", "clear_label", "export_csv", "export_jsonl"]
+    actions = ["assign_intent", "clear_label", "hold_out", "use_for_training", "export_csv", "export_jsonl"]
     change_list_template = "admin/labeling/utterance/change_list.html"
     list_per_page = 100
 
@@ -101,6 +101,16 @@ class UtteranceAdmin(SimpleHistoryAdmin):
     def clear_label(self, request, queryset):
         count = services.utterances_clear_label(utterances=queryset, user=request.user)
         self.message_user(request, f"Cleared the label of {count} utterance(s).", messages.SUCCESS)
+
+    @admin.action(description="Hold out for evaluation", permissions=["change"])
+    def hold_out(self, request, queryset):
+        count = services.utterances_set_held_out(utterances=queryset, held_out=True, user=request.user)
+        self.message_user(request, f"{count} utterance(s) held out for evaluation; training will not see them.", messages.SUCCESS)
+
+    @admin.action(description="Use for training (stop holding out)", permissions=["change"])
+    def use_for_training(self, request, queryset):
+        count = services.utterances_set_held_out(utterances=queryset, held_out=False, user=request.user)
+        self.message_user(request, f"{count} utterance(s) returned to the training data.", messages.SUCCESS)
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_csv(self, request, queryset):

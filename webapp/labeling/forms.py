@@ -9,7 +9,7 @@ from webapp.labeling.models import Intent, Utterance
 class UtteranceAdminForm(forms.ModelForm):
     class Meta:
         model = Utterance
-        fields = ["text", "intent", "source"]
+        fields = ["text", "intent", "is_held_out", "source"]
 
     def clean_text(self):
         try:
@@ -28,7 +28,8 @@ class ImportForm(forms.Form):
     file = forms.FileField(help_text="CSV with a header 'text,intent', JSONL with {\"text\", \"intent\"} objects, or a CLINC150 JSON file.")
     splits = forms.MultipleChoiceField(
         choices=[(s, s) for s in CLINC_SPLITS], initial=["train"], required=False,
-        widget=forms.CheckboxSelectMultiple, help_text="For CLINC150 files only: the splits to import.",
+        widget=forms.CheckboxSelectMultiple,
+        help_text="For CLINC150 files only: the splits to import. Rows of test and oos_test are held out for evaluation.",
     )
 
     def clean_file(self):

@@ -50,6 +50,8 @@ class Utterance(models.Model):
     text_key = models.CharField(max_length=64, unique=True, editable=False)
     intent = models.ForeignKey(Intent, null=True, blank=True, on_delete=models.PROTECT, related_name="utterances")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    # Held-out utterances never train; every run is evaluated on them, so runs compare on the same questions.
+    is_held_out = models.BooleanField("held out for evaluation", default=False, db_index=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

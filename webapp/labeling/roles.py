@@ -11,12 +11,18 @@ LABELER_PERMISSIONS = [
     "labeling.add_utterance",
     "labeling.change_utterance",
     "labeling.view_historicalutterance",
+    "training.view_trainingrun",
 ]
 ML_ENGINEER_PERMISSIONS = LABELER_PERMISSIONS + [
     "labeling.add_intent",
     "labeling.change_intent",
     "labeling.delete_intent",
     "labeling.delete_utterance",
+    "training.add_trainingrun",
+    "training.change_trainingrun",
+    "training.promote_trainingrun",
+    "training.view_datasetsnapshot",
+    "training.view_promotion",
 ]
 ROLE_PERMISSIONS = {LABELERS: LABELER_PERMISSIONS, ML_ENGINEERS: ML_ENGINEER_PERMISSIONS}
 

@@ -23,7 +23,9 @@ from mlcore.data import CLINC_SPLITS, read_rows
 from mlcore.errors import DataError
 from webapp.labeling.models import INTENT_NAME_VALIDATOR, MAX_TEXT_LENGTH, Intent, Utterance, fold_text, text_key
 
-DB_CHUNK = 500  # keys per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
+DB_CHUNK = 500
+# CLINC150 splits whose rows are held out for evaluation when imported.
+HELD_OUT_SPLITS = ("test", "oos_test")  # keys per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
 
 
 def clean_text(text: str) -> str:
@@ -106,6 +108,16 @@ def utterances_assign_intent(*, utterances: QuerySet[Utterance], intent: Intent 
     return len(changed)
 
 
+def utterances_set_held_out(*, utterances: QuerySet[Utterance], held_out: bool, user: AbstractBaseUser | None) -> int:
+    """Move utterances into (or out of) the evaluation set that training never sees."""
+    changed = [u for u in utterances if u.is_held_out != held_out]
+    for utterance in changed:
+        utterance.is_held_out = held_out
+        utterance.updated_by = user
+    bulk_update_with_history(changed, Utterance, ["is_held_out", "updated_by", "updated_at"], default_user=user, batch_size=DB_CHUNK)
+    return len(changed)
+
+
 def utterances_clear_label(*, utterances: QuerySet[Utterance], user: AbstractBaseUser | None) -> int:
     return utterances_assign_intent(utterances=utterances, intent=None, user=user)
 
@@ -125,6 +137,7 @@ class Conflict:
 class ImportReport:
     rows: int = 0
     created: int = 0
+    held_out: int = 0
     duplicates: int = 0
     skipped_empty: int = 0
     intents_created: list[str] = field(default_factory=list)
@@ -144,10 +157,12 @@ class ImportReport:
 
 
 def utterances_import(
-    *, path: str | Path, user: AbstractBaseUser | None, splits: Sequence[str] = ("train",)
+    *, path: str | Path, user: AbstractBaseUser | None, splits: Sequence[str] = ("train",),
+    held_out_splits: Sequence[str] = HELD_OUT_SPLITS,
 ) -> ImportReport:
     """Import a CSV, JSONL or CLINC150 JSON file in one transaction: all rows, or none.
 
+    Rows of a CLINC150 file's ``held_out_splits`` (its test splits) are held out for evaluation.
     Rows whose folded text already exists with the same label are skipped as duplicates.
     A text labeled two ways (in the file, or against the database) is a conflict; any
     conflict or invalid row writes nothing and is listed in the report.
@@ -161,8 +176,9 @@ def utterances_import(
         if unknown:
             raise ValidationError({"splits": f"Unknown split(s) {', '.join(unknown)}; choose from {', '.join(CLINC_SPLITS)}."})
         rows = [row for split in splits for row in by_split.get(split, [])]
+        held_out_texts = {text_key(" ".join(t.split())) for s in splits if s in held_out_splits for t, _ in by_split.get(s, [])}
     else:
-        rows = by_split["train"]
+        rows, held_out_texts = by_split["train"], set()
     report = ImportReport(rows=len(rows))
     wanted = _collect_rows(rows, report)
     existing = _existing_labels(wanted.keys())
@@ -186,11 +202,12 @@ def utterances_import(
         intents = _ensure_intents({intent for _, intent in new.values()}, report)
         objects = [
             Utterance(text=text, normalized_text=fold_text(text), text_key=key, intent=intents[intent],
-                      source=Utterance.Source.IMPORT, created_by=user, updated_by=user)
+                      source=Utterance.Source.IMPORT, is_held_out=key in held_out_texts, created_by=user, updated_by=user)
             for key, (text, intent) in new.items()
         ]
         bulk_create_with_history(objects, Utterance, batch_size=DB_CHUNK, default_user=user)
     report.created = len(objects)
+    report.held_out = sum(1 for u in objects if u.is_held_out)
     return report
 
 

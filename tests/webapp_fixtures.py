@@ -1,3 +1,5 @@
+"""Fixtures for the Django side (users per role, factories, a labeled workspace), shared by webapp and e2e tests."""
+
 from __future__ import annotations
 
 import itertools
@@ -18,6 +20,12 @@ def make_user(role: str | None, *, superuser: bool = False) -> User:
     name = f"{(role or 'plain').split()[0].lower()}{next(_names)}"
     user = User.objects.create_user(name, password="pw-for-tests-123", is_staff=True, is_superuser=superuser)
     if role:
+        if not Group.objects.filter(name=role).exists():  # a transactional test flushed the migration's groups
+            from django.apps import apps
+
+            from webapp.labeling.roles import sync_role_permissions
+
+            sync_role_permissions(apps)
         user.groups.add(Group.objects.get(name=role))
     return user
 
@@ -63,3 +71,26 @@ def api_client_for(user: User | None) -> APIClient:
 @pytest.fixture
 def api_for():
     return api_client_for
+
+
+@pytest.fixture
+def labeled_workspace(db, ml_engineer):
+    """The demo data set imported, with three utterances of every intent held out for evaluation."""
+    from tests.factories import DEMO_DATA
+
+    services.utterances_import(path=DEMO_DATA, user=ml_engineer)
+    for intent in Intent.objects.all():
+        held = Utterance.objects.filter(intent=intent).order_by("id")[:3]
+        services.utterances_set_held_out(utterances=Utterance.objects.filter(pk__in=[u.pk for u in held]), held_out=True, user=ml_engineer)
+    return Intent.objects.all()
+
+
+@pytest.fixture
+def tiny_options(tiny_base_model) -> dict:
+    return {"base_model": tiny_base_model, "epochs": 3, "learning_rate": 1e-3, "batch_size": 16}
+
+
+@pytest.fixture
+def serving_path(settings, tmp_path):
+    settings.SERVING_MODEL_URI = str(tmp_path / "serving" / "model.pt")
+    return tmp_path / "serving" / "model.pt"

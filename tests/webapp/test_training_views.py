@@ -1,0 +1,100 @@
+"""The launch page, the run page, the API and who may do what."""
+
+import pytest
+
+from webapp.training import services
+from webapp.training.models import TrainingRun
+
+LAUNCH = "/admin/training/trainingrun/launch/"
+
+
+@pytest.fixture
+def no_enqueue(monkeypatch):
+    """Keep the launch from reaching a broker: these tests look at the web side only."""
+    queued = []
+    monkeypatch.setattr(services, "_enqueue", queued.append)
+    return queued
+
+
+def test_the_launch_page_is_prefilled_and_queues_a_run(client, ml_engineer, labeled_workspace, tiny_base_model, no_enqueue, django_capture_on_commit_callbacks):
+    client.force_login(ml_engineer)
+    page = client.get(LAUNCH).content.decode()
+    assert 'name="base_model" value="default"' in page and 'name="learning_rate" value="0.0002"' in page
+    form = {"base_model": tiny_base_model, "device": "cpu", "epochs": 2, "batch_size": 16, "learning_rate": 0.001,
+            "seed": 1, "max_length": 32, "validation_fraction": 0.1}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(LAUNCH, form)
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302 and response["Location"].endswith(f"/trainingrun/{run.pk}/change/")
+    assert no_enqueue == [run.pk]
+    assert run.config["epochs"] == 2 and run.requested_device == "cpu" and run.created_by == ml_engineer
+
+
+def test_the_launch_page_shows_why_it_refuses(client, ml_engineer, db, no_enqueue):
+    client.force_login(ml_engineer)
+    response = client.post(LAUNCH, {"base_model": "default", "device": "auto", "epochs": 1, "batch_size": 8,
+                                    "learning_rate": 0.0002, "seed": 1, "max_length": 64, "validation_fraction": 0.1})
+    assert "Training needs at least two intents" in response.content.decode()
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_labeler_cannot_launch_or_promote(client, api_for, labeler, ml_engineer, labeled_workspace, tiny_options, no_enqueue):
+    client.force_login(labeler)
+    assert client.get(LAUNCH).status_code == 403
+    run = services.training_run_start(user=ml_engineer, options=tiny_options)
+    assert client.post(f"/admin/training/trainingrun/{run.pk}/promote/").status_code == 403
+    api = api_for(labeler)
+    assert api.post("/api/v1/training-runs/", {}, format="json").status_code == 403
+    assert api.post(f"/api/v1/training-runs/{run.pk}/promote/", {}, format="json").status_code == 403
+    assert api.get(f"/api/v1/training-runs/{run.pk}/").status_code == 200  # Labelers may watch
+
+
+def test_the_api_launches_and_reports_a_run(api_for, ml_engineer, labeled_workspace, tiny_options, no_enqueue, django_capture_on_commit_callbacks):
+    api = api_for(ml_engineer)
+    bad = api.post("/api/v1/training-runs/", {"epochs": -1}, format="json")
+    assert bad.status_code == 400 and "epochs must be" in bad.json()["config"][0]
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api.post("/api/v1/training-runs/", tiny_options, format="json")
+    assert created.status_code == 201 and created.json()["status"] == "queued"
+    run_id = created.json()["id"]
+    services.training_run_execute(run_id=run_id)
+    body = api.get(f"/api/v1/training-runs/{run_id}/").json()
+    assert body["status"] == "succeeded" and body["progress"] == 1.0
+    assert body["heldout"]["examples"] == 30 and "accuracy" in body["validation"]
+    assert body["snapshot"]["train_count"] == 240
+    promoted = api.post(f"/api/v1/training-runs/{run_id}/promote/", {}, format="json")
+    assert promoted.status_code == 201 and promoted.json()["run"] == run_id
+
+
+def test_the_run_page_shows_progress_and_then_results(client, ml_engineer, labeled_workspace, tiny_options, no_enqueue):
+    client.force_login(ml_engineer)
+    run = services.training_run_start(user=ml_engineer, options=tiny_options)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert 'id="run-progress"' in page and "queued" in page and 'id="cancel-run"' in page
+    progress = client.get(f"/admin/training/trainingrun/{run.pk}/progress/").json()
+    assert progress["status"] == "queued" and progress["finished"] is False
+    services.training_run_execute(run_id=run.pk)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert "Results on the held-out set" in page
+    assert 'id="confusion-matrix" src="data:image/png;base64,' in page and 'id="coverage-curve"' in page
+    assert 'id="per-intent"' in page and 'id="promote-run"' in page
+    listing = client.get("/admin/training/trainingrun/").content.decode()
+    assert "Launch retraining" in listing
+
+
+def test_cancel_from_the_run_page(client, ml_engineer, labeled_workspace, tiny_options, no_enqueue):
+    client.force_login(ml_engineer)
+    run = services.training_run_start(user=ml_engineer, options=tiny_options)
+    client.post(f"/admin/training/trainingrun/{run.pk}/cancel/")
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+
+
+def test_the_groups_hold_the_documented_permissions(db):
+    from django.contrib.auth.models import Group
+
+    from webapp.labeling.roles import ROLE_PERMISSIONS
+
+    for name, expected in ROLE_PERMISSIONS.items():
+        granted = {f"{p.content_type.app_label}.{p.codename}" for p in Group.objects.get(name=name).permissions.all()}
+        assert granted == set(expected)

@@ -1,0 +1,26 @@
+from django import forms
+
+from mlcore.config import DEVICES, TrainConfig
+
+_DEFAULTS = TrainConfig()
+
+
+class LaunchForm(forms.Form):
+    base_model = forms.CharField(
+        initial=_DEFAULTS.base_model, max_length=500,
+        help_text="'default' is the offline all-MiniLM-L6-v2; also a hub id such as prajjwal1/bert-tiny, or a local model directory.",
+    )
+    device = forms.ChoiceField(choices=[(d, d) for d in DEVICES], initial=_DEFAULTS.device, help_text="auto uses CUDA when the worker has a GPU.")
+    epochs = forms.IntegerField(initial=_DEFAULTS.epochs, min_value=1, max_value=1000)
+    batch_size = forms.IntegerField(initial=_DEFAULTS.batch_size, min_value=1, max_value=4096)
+    learning_rate = forms.FloatField(initial=_DEFAULTS.learning_rate, min_value=0)
+    seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
+    max_length = forms.IntegerField(initial=_DEFAULTS.max_length, min_value=8, max_value=512)
+    validation_fraction = forms.FloatField(initial=_DEFAULTS.validation_fraction, min_value=0, max_value=0.5)
+
+
+class PromoteForm(forms.Form):
+    override_reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Only needed when the gate refuses a model that is worse on the held-out set; it is recorded.",
+    )

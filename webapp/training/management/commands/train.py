@@ -1,0 +1,59 @@
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from mlcore.config import DEVICES
+from webapp.training import services
+from webapp.training.models import TrainingRun
+
+
+class Command(BaseCommand):
+    help = "Launch a retraining run on the current labels (it runs in a qcluster worker); --wait follows it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-model")
+        parser.add_argument("--device", choices=DEVICES)
+        parser.add_argument("--epochs", type=int)
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--learning-rate", type=float)
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--max-length", type=int)
+        parser.add_argument("--validation-fraction", type=float)
+        parser.add_argument("--user", help="username recorded as the launcher")
+        parser.add_argument("--wait", action="store_true", help="follow the run; exit 1 unless it succeeds")
+        parser.add_argument("--promote", action="store_true", help="with --wait: promote the run when it succeeds")
+
+    def handle(self, *args, wait, user, promote, **options):
+        launcher = None
+        if user:
+            launcher = get_user_model().objects.filter(username=user).first()
+            if launcher is None:
+                raise CommandError(f"No user named {user!r}.", returncode=2)
+        launch = {key: options[key] for key in services.LAUNCH_OPTIONS if options.get(key) is not None}
+        try:
+            run = services.training_run_start(user=launcher, options=launch)
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages), returncode=2) from None
+        self.stdout.write(str(run.pk))
+        if not wait:
+            return
+        last = None
+        while not run.is_finished:
+            time.sleep(1)
+            run.refresh_from_db()
+            line = f"run #{run.pk} {run.status}: step {run.step}/{run.total_steps}, epoch {run.epoch:.2f}"
+            if line != last:
+                self.stderr.write(line)
+                last = line
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            raise CommandError(f"Run #{run.pk} {run.status}: {run.error_message or 'see its log in the admin'}", returncode=1)
+        report = run.heldout_report or run.validation_report
+        self.stderr.write(f"run #{run.pk} succeeded: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
+        if promote:
+            try:
+                promotion = services.model_promote(run=run, user=launcher)
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages), returncode=1) from None
+            self.stderr.write(f"run #{run.pk} promoted to {promotion.serving_uri}")
