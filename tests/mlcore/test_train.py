@@ -85,7 +85,8 @@ def test_oos_as_a_class_adds_the_label(tiny_config, demo_data):
     assert "oos" in result.labels and result.metrics["training"]["intent_counts"]["oos"] >= 5
 
 
-def test_importing_the_predictor_leaves_datasets_and_the_trainer_out():
-    code = "import sys, mlcore.predictor; print('datasets' in sys.modules, 'transformers.trainer' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+def test_loading_a_bert_artifact_imports_neither_datasets_nor_transformers(tiny_artifact):
+    code = ("import sys, mlcore.predictor as p; p.Predictor.from_file(sys.argv[1]).predict(['hi']); "
+            "print('datasets' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, tiny_artifact], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
