@@ -7,7 +7,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export DEBUG ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test test-sqlite test-postgres install clean
+.PHONY: demo serve test test-sqlite test-postgres install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 	$(PY) manage.py migrate --no-input -v 1
 	$(PY) manage.py demo_setup --data data/demo/intents.csv
 	$(PY) manage.py runserver 127.0.0.1:8000
+
+# The serving app under uvicorn, against the currently promoted model (SERVING_MODEL_URI's default).
+serve: $(STAMP)
+	MODEL_URI=$${MODEL_URI:-var/serving/model.pt} $(VENV)/bin/uvicorn --app-dir lambda app:app --host 127.0.0.1 --port 8001
 
 test: test-sqlite test-postgres
 

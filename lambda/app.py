@@ -1,0 +1,194 @@
+"""The serving app: FastAPI on AWS Lambda through Mangum, or locally under uvicorn.
+
+The model is loaded at import (``PRELOAD_MODEL``, on by default): on Lambda the init phase runs
+before the first request with the function's full CPU, and a SnapStart snapshot then holds the
+loaded model. If it cannot be loaded then, the first request tries again, and so does every
+request after it until a model loads (answering 503 with the reason meanwhile).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the request models, defined in create_app, as classes.
+import hmac
+import json
+import logging
+import time
+import uuid
+from typing import Annotated
+
+import torch
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from mangum import Mangum
+from pydantic import BaseModel, Field, field_validator
+
+from serving_config import ServingSettings
+from serving_model import ModelStore, ModelUnavailable
+
+# On Lambda the runtime has set up the root logger already; under uvicorn or a test this adds one.
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+logging.getLogger().setLevel(logging.INFO)
+logger = logging.getLogger("serving.request")
+
+
+class IntentProbability(BaseModel):
+    intent: str
+    probability: float
+
+
+class Classification(BaseModel):
+    intent: str
+    confidence: float
+    distribution: list[IntentProbability]
+    low_confidence: bool
+    threshold: float
+    model_version: str
+    prediction_id: str
+
+
+class BatchClassification(BaseModel):
+    results: list[Classification]
+
+
+def create_app(settings: ServingSettings, store: ModelStore) -> FastAPI:
+    started = time.monotonic()
+    max_chars, max_batch = settings.max_text_chars, settings.max_batch_size
+
+    def check_text(text: str) -> str:
+        if not text.strip():
+            raise ValueError("text must not be empty or whitespace only")
+        if len(text) > max_chars:
+            raise ValueError(f"text has {len(text)} characters; at most {max_chars} are allowed")
+        return text
+
+    class ClassifyRequest(BaseModel):
+        text: Annotated[str, Field(description=f"The utterance, 1 to {max_chars} characters.")]
+
+        _check = field_validator("text")(lambda cls, value: check_text(value))
+
+    class BatchRequest(BaseModel):
+        texts: Annotated[list[str], Field(description=f"1 to {max_batch} utterances.")]
+
+        @field_validator("texts")
+        @classmethod
+        def check_texts(cls, texts: list[str]) -> list[str]:
+            if not texts:
+                raise ValueError("texts must hold at least one text")
+            if len(texts) > max_batch:
+                raise ValueError(f"texts holds {len(texts)} items; at most {max_batch} are allowed per request")
+            for index, text in enumerate(texts):
+                try:
+                    check_text(text)
+                except ValueError as exc:
+                    raise ValueError(f"texts[{index}]: {exc}") from None
+            return texts
+
+    def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if not settings.api_keys:
+            return
+        supplied = (x_api_key or "").encode()
+        # Compare with every key, in constant time, so timing reveals nothing about them.
+        matches = [hmac.compare_digest(supplied, key.encode()) for key in settings.api_keys]
+        if not any(matches):
+            raise HTTPException(status_code=401, detail="a valid x-api-key header is required")
+
+    def model():
+        try:
+            return store.get()
+        except ModelUnavailable as exc:
+            raise HTTPException(status_code=503, detail=f"no model is available: {exc}") from None
+
+    app = FastAPI(title="intentflow serving", version="1", dependencies=[])
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg'].removeprefix('Value error, ')}"
+                    for error in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": jsonable(exc.errors())})
+
+    def classify_texts(texts: list[str]) -> tuple[list[Classification], str]:
+        loaded = model()
+        predictor = loaded.predictor
+        threshold = settings.confidence_threshold if settings.confidence_threshold is not None else predictor.threshold
+        predictions = predictor.predict(texts, threshold=threshold)
+        return [
+            Classification(
+                intent=p.intent, confidence=p.confidence,
+                distribution=[IntentProbability(intent=name, probability=prob) for name, prob in p.distribution],
+                low_confidence=p.low_confidence, threshold=threshold, model_version=predictor.version,
+                prediction_id=str(uuid.uuid4()),
+            )
+            for p in predictions
+        ], predictor.version
+
+    def log_request(results: list[Classification], texts: list[str], started_at: float) -> None:
+        record = {
+            "event": "classify", "latency_ms": round((time.perf_counter() - started_at) * 1000, 2),
+            "model_version": results[0].model_version if results else None,
+            "predictions": [
+                {"prediction_id": r.prediction_id, "intent": r.intent, "confidence": round(r.confidence, 6),
+                 "low_confidence": r.low_confidence, **({"text": t} if settings.log_text else {})}
+                for r, t in zip(results, texts)
+            ],
+        }
+        logger.info(json.dumps(record))
+
+    @app.post("/classify", response_model=Classification, dependencies=[Depends(require_api_key)])
+    def classify(body: ClassifyRequest) -> Classification:
+        started_at = time.perf_counter()
+        results, _ = classify_texts([body.text])
+        log_request(results, [body.text], started_at)
+        return results[0]
+
+    @app.post("/classify/batch", response_model=BatchClassification, dependencies=[Depends(require_api_key)])
+    def classify_batch(body: BatchRequest) -> BatchClassification:
+        started_at = time.perf_counter()
+        results, _ = classify_texts(body.texts)
+        log_request(results, body.texts, started_at)
+        return BatchClassification(results=results)
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        try:
+            loaded = store.get()
+        except ModelUnavailable:
+            loaded = None
+        body = {
+            "status": "ok" if loaded else "unavailable",
+            "model_loaded": loaded is not None,
+            "model_version": loaded.predictor.version if loaded else None,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "error": store.error,
+        }
+        return JSONResponse(status_code=200 if loaded else 503, content=body)
+
+    @app.get("/model", dependencies=[Depends(require_api_key)])
+    def model_info() -> dict:
+        predictor = model().predictor
+        artifact = predictor.artifact
+        heldout = artifact["metrics"].get("test") or artifact["metrics"].get("validation") or {}
+        return {
+            "model_version": predictor.version,
+            "intents": predictor.labels,
+            "threshold": settings.confidence_threshold if settings.confidence_threshold is not None else predictor.threshold,
+            "recommended_threshold": predictor.threshold,
+            "temperature": predictor.temperature,
+            "base_model": artifact["base_model"],
+            "created_at": artifact["created_at"],
+            "dataset_fingerprint": artifact["dataset_fingerprint"],
+            "metrics": {k: heldout.get(k) for k in ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")},
+        }
+
+    return app
+
+
+def jsonable(errors: list[dict]) -> list[dict]:
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+
+
+settings = ServingSettings()
+torch.set_num_threads(settings.torch_threads)
+store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds)
+if settings.preload_model:
+    store.try_preload()
+app = create_app(settings, store)
+handler = Mangum(app, lifespan="off")

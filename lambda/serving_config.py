@@ -1,0 +1,36 @@
+"""The serving app's settings: read from the environment once, refused at start-up when wrong."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # A local path, or s3://bucket/key (the location "Promote to production" publishes to).
+    model_uri: str = Field(default="var/serving/model.pt", min_length=1)
+    # Overrides the artifact's recommended threshold (the original design used 0.7).
+    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # How often to check whether the promoted model changed (a stat, or an S3 HEAD); 0 checks on every request.
+    model_refresh_seconds: float = Field(default=60.0, ge=0.0)
+    # When set, requests need an x-api-key header holding one of these (comma-separated).
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_text_chars: int = Field(default=1000, ge=1, le=100_000)
+    max_batch_size: int = Field(default=64, ge=1, le=10_000)
+    log_text: bool = False
+    # Lambda gives vCPUs in proportion to memory; torch should use them all, no more.
+    torch_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # Load the model at import, so Lambda's init phase (and a SnapStart snapshot) pays for it.
+    preload_model: bool = True
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def split_keys(cls, value):
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value

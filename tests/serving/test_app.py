@@ -1,0 +1,162 @@
+import json
+import logging
+import uuid
+
+import numpy as np
+import pytest
+
+from mlcore.artifact import file_sha256
+from mlcore.predictor import Predictor
+from tests.serving.conftest import variant_of
+
+TEXT = "show me today's news"
+
+
+@pytest.fixture
+def client(make_client, model_file):
+    return make_client(model_uri=str(model_file))
+
+
+def test_classify_returns_the_full_distribution(client, model_file):
+    response = client.post("/classify", json={"text": TEXT})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    body = response.json()
+    predictor = Predictor.from_file(model_file)
+    assert set(body) == {"intent", "confidence", "distribution", "low_confidence", "threshold", "model_version", "prediction_id"}
+    probabilities = [d["probability"] for d in body["distribution"]]
+    assert sorted(d["intent"] for d in body["distribution"]) == sorted(predictor.labels)
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0)
+    assert body["intent"] == body["distribution"][0]["intent"] and body["confidence"] == probabilities[0]
+    assert body["low_confidence"] == (body["confidence"] < body["threshold"]) and body["threshold"] == predictor.threshold
+    assert body["model_version"] == file_sha256(model_file)[:12]
+    assert uuid.UUID(body["prediction_id"]).version == 4
+
+
+def test_the_distribution_equals_the_predictor_output(client, model_file):
+    texts = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomorrow"]
+    served = client.post("/classify/batch", json={"texts": texts}).json()["results"]
+    expected = Predictor.from_file(model_file).predict(texts)
+    for answer, prediction in zip(served, expected):
+        assert [d["intent"] for d in answer["distribution"]] == [name for name, _ in prediction.distribution]
+        np.testing.assert_allclose([d["probability"] for d in answer["distribution"]], [p for _, p in prediction.distribution], atol=1e-12)
+
+
+def test_the_threshold_setting_overrides_the_artifact(make_client, model_file):
+    body = make_client(model_uri=str(model_file), confidence_threshold=1.0).post("/classify", json={"text": TEXT}).json()
+    assert body["threshold"] == 1.0 and body["low_confidence"] is True
+
+
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({}, "text: Field required"),
+        ({"text": 42}, "text: Input should be a valid string"),
+        ({"text": None}, "text: Input should be a valid string"),
+        ({"text": ["a"]}, "text: Input should be a valid string"),
+        ({"text": ""}, "text: text must not be empty or whitespace only"),
+        ({"text": " \n\t "}, "text: text must not be empty or whitespace only"),
+        ({"text": "x" * 1001}, "text: text has 1001 characters; at most 1000 are allowed"),
+        ([1, 2], "body: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_input_is_422_with_the_problem_named(client, payload, problem):
+    response = client.post("/classify", json=payload)
+    assert response.status_code == 422
+    assert problem in response.json()["detail"]
+
+
+def test_malformed_json_is_422(client):
+    response = client.post("/classify", content=b'{"text": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "JSON decode error" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({"texts": []}, "texts must hold at least one text"),
+        ({"texts": ["a", "b", "c"]}, "texts holds 3 items; at most 2 are allowed"),
+        ({"texts": ["fine", "  "]}, "texts[1]: text must not be empty"),
+        ({"texts": "not a list"}, "texts: Input should be a valid list"),
+    ],
+)
+def test_bad_batches_are_422(make_client, model_file, payload, problem):
+    response = make_client(model_uri=str(model_file), max_batch_size=2).post("/classify/batch", json=payload)
+    assert response.status_code == 422 and problem in response.json()["detail"]
+
+
+def test_a_batch_answers_each_text(client):
+    results = client.post("/classify/batch", json={"texts": [TEXT, "play some jazz"]}).json()["results"]
+    assert len(results) == 2 and results[0]["prediction_id"] != results[1]["prediction_id"]
+
+
+def test_api_keys_are_required_when_set(make_client, model_file):
+    client = make_client(model_uri=str(model_file), api_keys="key-one, key-two")
+    assert client.post("/classify", json={"text": TEXT}).status_code == 401
+    assert client.post("/classify", json={"text": TEXT}, headers={"x-api-key": "wrong"}).status_code == 401
+    assert client.post("/classify", json={"text": TEXT}, headers={"x-api-key": "key-two"}).status_code == 200
+    assert client.get("/model").status_code == 401
+    assert client.get("/health").status_code == 200  # the health check stays open for load balancers
+
+
+def test_without_a_model_classify_is_503_and_the_container_keeps_trying(make_client, tmp_path, tiny_artifact):
+    missing = tmp_path / "later" / "model.pt"
+    client = make_client(model_uri=str(missing))
+    response = client.post("/classify", json={"text": TEXT})
+    assert response.status_code == 503 and f"no model file at {missing}" in response.json()["detail"]
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["model_loaded"] is False and "no model file" in health.json()["error"]
+    missing.parent.mkdir()
+    missing.write_bytes(b"garbage")
+    assert "cannot be loaded" in client.post("/classify", json={"text": TEXT}).json()["detail"]
+    missing.write_bytes(open(tiny_artifact, "rb").read())
+    assert client.post("/classify", json={"text": TEXT}).status_code == 200
+    assert client.get("/health").json()["model_loaded"] is True
+
+
+def test_a_new_model_is_swapped_in_and_a_corrupt_one_is_ignored(client, model_file, tiny_artifact):
+    first = client.post("/classify", json={"text": TEXT}).json()["model_version"]
+    variant_of(tiny_artifact, model_file, temperature=7.5)
+    second = client.post("/classify", json={"text": TEXT}).json()
+    assert second["model_version"] != first and second["model_version"] == file_sha256(model_file)[:12]
+    model_file.write_bytes(b"truncated")
+    third = client.post("/classify", json={"text": TEXT})
+    assert third.status_code == 200 and third.json()["model_version"] == second["model_version"]
+    assert "cannot be loaded" in client.get("/health").json()["error"]
+
+
+def test_the_model_endpoint_describes_the_model(client, model_file):
+    body = client.get("/model").json()
+    predictor = Predictor.from_file(model_file)
+    assert body["intents"] == predictor.labels and body["model_version"] == predictor.version
+    assert body["metrics"]["accuracy"] == predictor.metrics["test"]["accuracy"] if "test" in predictor.metrics else True
+    assert {"threshold", "temperature", "base_model", "created_at"} <= set(body)
+
+
+def test_one_json_log_line_per_request_without_the_text(make_client, model_file, caplog):
+    caplog.set_level(logging.INFO, logger="serving.request")
+    make_client(model_uri=str(model_file)).post("/classify", json={"text": "secret utterance"})
+    [record] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.request"]
+    assert record["event"] == "classify" and record["latency_ms"] > 0 and record["model_version"]
+    [prediction] = record["predictions"]
+    assert {"prediction_id", "intent", "confidence", "low_confidence"} <= set(prediction) and "text" not in prediction
+    caplog.clear()
+    make_client(model_uri=str(model_file), log_text=True).post("/classify", json={"text": "secret utterance"})
+    assert "secret utterance" in caplog.text
+
+
+@pytest.mark.parametrize("payload", [b"", b"null", b"[]", b'{"text": {"a": 1}}', b'{"text": 1e400}', "ü".encode("latin-1")])
+def test_no_input_produces_a_500(client, payload):
+    response = client.post("/classify", content=payload, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422) and response.json()["detail"]
+
+
+def test_bad_settings_fail_at_start(monkeypatch):
+    from pydantic import ValidationError
+
+    from serving_config import ServingSettings
+
+    for name, value in [("CONFIDENCE_THRESHOLD", "1.5"), ("MODEL_REFRESH_SECONDS", "-1"), ("MAX_BATCH_SIZE", "zero")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError, match=name.lower()):
+            ServingSettings()
+        monkeypatch.delenv(name)

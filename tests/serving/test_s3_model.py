@@ -1,0 +1,42 @@
+"""MODEL_URI=s3://... against a local S3-compatible server (moto in server mode)."""
+
+import pytest
+
+from mlcore.artifact import file_sha256
+from tests.serving.conftest import variant_of
+
+KEY = "production/model.pt"
+
+
+@pytest.fixture
+def bucket(aws, moto_server, monkeypatch):
+    import serving_model
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    monkeypatch.setattr(serving_model, "_client", None)  # a client for this endpoint
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="models")
+    return s3
+
+
+def test_the_model_loads_from_s3_and_is_swapped_when_a_newer_one_is_promoted(bucket, make_client, tiny_artifact, tmp_path):
+    bucket.upload_file(tiny_artifact, "models", KEY)
+    client = make_client(model_uri=f"s3://models/{KEY}")
+    first = client.post("/classify", json={"text": "show me the news"})
+    assert first.status_code == 200 and first.json()["model_version"] == file_sha256(tiny_artifact)[:12]
+    newer = variant_of(tiny_artifact, tmp_path / "newer.pt", temperature=3.0)
+    bucket.upload_file(str(newer), "models", KEY)
+    second = client.post("/classify", json={"text": "show me the news"}).json()
+    assert second["model_version"] == file_sha256(newer)[:12]
+    # A corrupt object: keep serving the model we have, and say so in /health.
+    bucket.put_object(Bucket="models", Key=KEY, Body=b"not a model")
+    third = client.post("/classify", json={"text": "show me the news"})
+    assert third.status_code == 200 and third.json()["model_version"] == second["model_version"]
+    assert "cannot be loaded" in client.get("/health").json()["error"]
+    assert client.store.loads == 2
+
+
+def test_an_unreachable_object_is_503_with_the_reason(bucket, make_client):
+    client = make_client(model_uri="s3://models/missing/model.pt")
+    response = client.post("/classify", json={"text": "hi"})
+    assert response.status_code == 503 and "cannot be reached" in response.json()["detail"]
