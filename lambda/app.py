@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from serving_config import ServingSettings
 from serving_model import ModelStore, ModelUnavailable
+from serving_review import ReviewRouter, build_router
 
 # On Lambda the runtime has set up the root logger already; under uvicorn or a test this adds one.
 logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -49,8 +50,9 @@ class BatchClassification(BaseModel):
     results: list[Classification]
 
 
-def create_app(settings: ServingSettings, store: ModelStore) -> FastAPI:
+def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRouter | None = None) -> FastAPI:
     started = time.monotonic()
+    router = router or build_router(settings)
     max_chars, max_batch = settings.max_text_chars, settings.max_batch_size
 
     def check_text(text: str) -> str:
@@ -109,16 +111,20 @@ def create_app(settings: ServingSettings, store: ModelStore) -> FastAPI:
         loaded = model()
         predictor = loaded.predictor
         threshold = settings.confidence_threshold if settings.confidence_threshold is not None else predictor.threshold
-        predictions = predictor.predict(texts, threshold=threshold)
-        return [
-            Classification(
-                intent=p.intent, confidence=p.confidence,
-                distribution=[IntentProbability(intent=name, probability=prob) for name, prob in p.distribution],
-                low_confidence=p.low_confidence, threshold=threshold, model_version=predictor.version,
-                prediction_id=str(uuid.uuid4()),
+        results, review = [], []
+        for text, p in zip(texts, predictor.predict(texts, threshold=threshold)):
+            distribution = [{"intent": name, "probability": prob} for name, prob in p.distribution]
+            result = Classification(
+                intent=p.intent, confidence=p.confidence, distribution=distribution, low_confidence=p.low_confidence,
+                threshold=threshold, model_version=predictor.version, prediction_id=str(uuid.uuid4()),
             )
-            for p in predictions
-        ], predictor.version
+            results.append(result)
+            second = p.distribution[1][1] if len(p.distribution) > 1 else 0.0
+            if router.needs_review(p.confidence, second, threshold):
+                review.append(router.event(prediction_id=result.prediction_id, text=text, distribution=distribution,
+                                           model_version=predictor.version, threshold=threshold))
+        router.submit(review)  # bounded by REVIEW_TIMEOUT_MS; never raises
+        return results, predictor.version
 
     def log_request(results: list[Classification], texts: list[str], started_at: float) -> None:
         record = {
@@ -158,6 +164,7 @@ def create_app(settings: ServingSettings, store: ModelStore) -> FastAPI:
             "model_version": loaded.predictor.version if loaded else None,
             "uptime_seconds": round(time.monotonic() - started, 3),
             "error": store.error,
+            "review": {"sink": settings.review_sink, "delivered": router.delivered, "undelivered": router.undelivered},
         }
         return JSONResponse(status_code=200 if loaded else 503, content=body)
 
@@ -178,6 +185,7 @@ def create_app(settings: ServingSettings, store: ModelStore) -> FastAPI:
             "metrics": {k: heldout.get(k) for k in ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")},
         }
 
+    app.state.router = router
     return app
 
 

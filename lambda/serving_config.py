@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -27,6 +27,25 @@ class ServingSettings(BaseSettings):
     torch_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     # Load the model at import, so Lambda's init phase (and a SnapStart snapshot) pays for it.
     preload_model: bool = True
+
+    # Where unsure predictions go for review: nowhere, the Django API, or an SQS queue.
+    review_sink: Literal["none", "http", "sqs"] = "none"
+    review_api_url: str = ""  # e.g. https://admin.example.com/api/v1/review-items/
+    review_api_token: str = ""  # a token of a "Review reporters" user: it can only post review items
+    review_queue_url: str = ""
+    # The most a classify response may wait for the sink, retries included.
+    review_timeout_ms: int = Field(default=200, ge=1, le=10_000)
+    review_retries: int = Field(default=2, ge=0, le=10)
+    # Also review predictions whose first and second intents are closer than this (off by default).
+    ambiguity_margin: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def sink_is_complete(self):
+        if self.review_sink == "http" and not (self.review_api_url and self.review_api_token):
+            raise ValueError("REVIEW_SINK=http needs REVIEW_API_URL and REVIEW_API_TOKEN")
+        if self.review_sink == "sqs" and not self.review_queue_url:
+            raise ValueError("REVIEW_SINK=sqs needs REVIEW_QUEUE_URL")
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

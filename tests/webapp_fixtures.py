@@ -94,3 +94,29 @@ def tiny_options(tiny_base_model) -> dict:
 def serving_path(settings, tmp_path):
     settings.SERVING_MODEL_URI = str(tmp_path / "serving" / "model.pt")
     return tmp_path / "serving" / "model.pt"
+
+
+@pytest.fixture
+def reporter(db) -> User:
+    """The serving app's service account: it may only post review items."""
+    from webapp.labeling.roles import REVIEW_REPORTERS
+
+    return make_user(REVIEW_REPORTERS)
+
+
+def review_event(text: str = "what is the meaning of life", *, top: float = 0.41, intent: str = "get_news", **overrides) -> dict:
+    """An event as the serving app sends it."""
+    import uuid as _uuid
+
+    # The rest of the probability spread over other intents, each below ``top``.
+    others = [name for name in ("play_music", "get_weather", "get_news", "set_reminder", "book_meeting", "get_profile") if name != intent]
+    share = min(top * 0.9, (1 - top) / len(others))
+    rest = [{"intent": name, "probability": share} for name in others]
+    rest[-1]["probability"] = 1 - top - share * (len(others) - 1)
+    event = {
+        "prediction_id": str(_uuid.uuid4()), "text": text,
+        "distribution": [{"intent": intent, "probability": top}, *rest],
+        "model_version": "abc123def456", "threshold": 0.7, "time": "2026-11-26T10:00:00.000+00:00",
+    }
+    event.update(overrides)
+    return event

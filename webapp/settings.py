@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_q",
     "webapp.labeling",
     "webapp.training",
+    "webapp.review",
 ]
 
 MIDDLEWARE = [
@@ -166,6 +167,12 @@ Q_CLUSTER = {
     "poll": 0.5,
     **({"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}),
 }
+
+# The review queue. With REVIEW_SINK=sqs the serving app sends low-confidence predictions to this
+# queue, and a scheduled django-q2 task moves them into the admin every REVIEW_DRAIN_MINUTES.
+REVIEW_QUEUE_URL = env.str("REVIEW_QUEUE_URL", default="")
+AWS_SQS_ENDPOINT_URL = env.str("AWS_SQS_ENDPOINT_URL", default="") or None
+REVIEW_DRAIN_MINUTES = env.int("REVIEW_DRAIN_MINUTES", default=1)
 
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)

@@ -32,7 +32,10 @@ def test_the_function_gets_the_settings_the_app_reads():
     assert function["PackageType"] == "Image"
     variables = set(function["Environment"]["Variables"])
     assert variables <= {name.upper() for name in ServingSettings.model_fields}
-    assert {"MODEL_URI", "MODEL_REFRESH_SECONDS", "API_KEYS", "CONFIDENCE_THRESHOLD"} <= variables
+    assert {"MODEL_URI", "MODEL_REFRESH_SECONDS", "API_KEYS", "CONFIDENCE_THRESHOLD", "REVIEW_SINK", "REVIEW_QUEUE_URL"} <= variables
+    assert function["Environment"]["Variables"]["REVIEW_SINK"] == "sqs"
+    policies = [next(iter(policy)) for policy in function["Policies"]]
+    assert policies == ["S3ReadPolicy", "SQSSendMessagePolicy"]
 
 
 def test_the_dockerfile_builds_the_handler_from_the_lambda_base_image():

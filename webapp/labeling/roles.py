@@ -4,6 +4,7 @@ from __future__ import annotations
 
 LABELERS = "Labelers"
 ML_ENGINEERS = "ML engineers"
+REVIEW_REPORTERS = "Review reporters"  # the serving app's service account: posts review items, nothing else
 
 LABELER_PERMISSIONS = [
     "labeling.view_intent",
@@ -12,6 +13,8 @@ LABELER_PERMISSIONS = [
     "labeling.change_utterance",
     "labeling.view_historicalutterance",
     "training.view_trainingrun",
+    "review.view_reviewitem",
+    "review.change_reviewitem",
 ]
 ML_ENGINEER_PERMISSIONS = LABELER_PERMISSIONS + [
     "labeling.add_intent",
@@ -24,7 +27,11 @@ ML_ENGINEER_PERMISSIONS = LABELER_PERMISSIONS + [
     "training.view_datasetsnapshot",
     "training.view_promotion",
 ]
-ROLE_PERMISSIONS = {LABELERS: LABELER_PERMISSIONS, ML_ENGINEERS: ML_ENGINEER_PERMISSIONS}
+ROLE_PERMISSIONS = {
+    LABELERS: LABELER_PERMISSIONS,
+    ML_ENGINEERS: ML_ENGINEER_PERMISSIONS,
+    REVIEW_REPORTERS: ["review.add_reviewitem"],
+}
 
 
 def sync_role_permissions(apps, roles: dict[str, list[str]] = ROLE_PERMISSIONS) -> None:

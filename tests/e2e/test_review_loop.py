@@ -1,0 +1,91 @@
+"""The whole loop: serve a promoted model through the Lambda handler, send unsure predictions to
+a live Django server, label one in the admin, and find it in the next run's snapshot."""
+
+import json
+import logging
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+
+from webapp.labeling.models import Intent, Utterance
+from webapp.labeling.roles import LABELERS, ML_ENGINEERS, REVIEW_REPORTERS
+from webapp.review.models import ReviewItem
+from webapp.training import services as training
+from tests.serving.conftest import fresh_app_module  # noqa: F401  (fixture)
+from tests.serving.events import FakeContext, http_api_v2
+from tests.webapp_fixtures import make_user
+
+UNSURE_TEXTS = ["can you find me a plumber", "what's the capital of peru", "Can you find me a   plumber"]
+
+
+@pytest.fixture
+def promoted_model(labeled_workspace, tiny_options, settings, tmp_path):
+    engineer = make_user(ML_ENGINEERS)
+    settings.SERVING_MODEL_URI = str(tmp_path / "serving" / "model.pt")
+    run = training.training_run_start(user=engineer, options=tiny_options)
+    training.training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    training.model_promote(run=run, user=engineer)
+    return settings.SERVING_MODEL_URI, engineer, run
+
+
+def classify(handler, text: str) -> dict:
+    response = handler(http_api_v2("POST", "/classify", {"text": text}), FakeContext())
+    assert response["statusCode"] == 200
+    return json.loads(response["body"])
+
+
+def test_low_confidence_traffic_is_labeled_and_trains_the_next_run(live_server, client, promoted_model, fresh_app_module, tiny_options):  # noqa: F811
+    model_uri, engineer, first_run = promoted_model
+    reporter = make_user(REVIEW_REPORTERS)
+    app = fresh_app_module(
+        MODEL_URI=model_uri, REVIEW_SINK="http", REVIEW_API_URL=f"{live_server.url}/api/v1/review-items/",
+        REVIEW_API_TOKEN=Token.objects.create(user=reporter).key, CONFIDENCE_THRESHOLD="0.999", REVIEW_TIMEOUT_MS="3000",
+    )
+    answers = [classify(app.handler, text) for text in UNSURE_TEXTS]
+    assert all(a["low_confidence"] for a in answers)
+    assert app.app.state.router.delivered == 3 and app.app.state.router.undelivered == 0
+
+    # In the queue: three items, two distinct texts.
+    assert set(ReviewItem.objects.values_list("prediction_id", flat=True)) == {__import__("uuid").UUID(a["prediction_id"]) for a in answers}
+    labeler = make_user(LABELERS)
+    client.force_login(labeler)
+    queue = client.get("/admin/review/reviewitem/").context["cl"].result_list
+    assert sorted(item.group_size for item in queue) == [1, 2]
+
+    # A Labeler labels the plumber texts in the admin.
+    plumber = next(item for item in queue if "plumber" in item.text)
+    target = Intent.objects.get(name="get_business_information")
+    client.post("/admin/review/reviewitem/", {"action": "label_as", ACTION_CHECKBOX_NAME: [plumber.pk], "apply": "1", "intent": target.pk})
+    utterance = Utterance.objects.get(text="can you find me a plumber")
+    assert utterance.intent == target and utterance.source == Utterance.Source.REVIEW
+    assert ReviewItem.objects.filter(status="labeled").count() == 2
+    assert '<strong id="labels-since">1</strong>' in client.get("/admin/").content.decode()
+
+    # The next run's frozen data holds the new label.
+    next_run = training.training_run_start(user=engineer, options=tiny_options)
+    row = next_run.snapshot.rows.get(utterance_id=utterance.pk)
+    assert (row.text, row.intent, row.held_out) == ("can you find me a plumber", "get_business_information", False)
+    assert next_run.snapshot.fingerprint != first_run.snapshot.fingerprint
+
+
+def test_events_lost_while_django_is_down_are_replayed(transactional_db, promoted_model, fresh_app_module, caplog, tmp_path):  # noqa: F811
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    down = f"http://127.0.0.1:{probe.getsockname()[1]}/api/v1/review-items/"
+    probe.close()  # nothing listens there: Django is "stopped"
+    model_uri, _, _ = promoted_model
+    app = fresh_app_module(MODEL_URI=model_uri, REVIEW_SINK="http", REVIEW_API_URL=down, REVIEW_API_TOKEN="any",
+                           CONFIDENCE_THRESHOLD="0.999")
+    caplog.set_level(logging.WARNING, logger="serving.review")
+    answers = [classify(app.handler, text) for text in UNSURE_TEXTS[:2]]
+    assert app.app.state.router.undelivered == 2
+    log = tmp_path / "lambda.log"
+    log.write_text("\n".join(record.getMessage() for record in caplog.records) + "\n")
+    for _ in range(2):  # replaying twice is harmless
+        call_command("replay_review_events", str(log))
+    assert sorted(str(p) for p in ReviewItem.objects.values_list("prediction_id", flat=True)) == sorted(a["prediction_id"] for a in answers)
