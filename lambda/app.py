@@ -14,7 +14,6 @@ import time
 import uuid
 from typing import Annotated
 
-import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -171,22 +170,32 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
     @app.get("/model", dependencies=[Depends(require_api_key)])
     def model_info() -> dict:
         predictor = model().predictor
-        artifact = predictor.artifact
-        heldout = artifact["metrics"].get("test") or artifact["metrics"].get("validation") or {}
+        info = describe(predictor)
         return {
             "model_version": predictor.version,
             "intents": predictor.labels,
             "threshold": settings.confidence_threshold if settings.confidence_threshold is not None else predictor.threshold,
             "recommended_threshold": predictor.threshold,
             "temperature": predictor.temperature,
-            "base_model": artifact["base_model"],
-            "created_at": artifact["created_at"],
-            "dataset_fingerprint": artifact["dataset_fingerprint"],
-            "metrics": {k: heldout.get(k) for k in ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")},
+            **info,
         }
 
     app.state.router = router
     return app
+
+
+HEADLINE = ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")
+
+
+def describe(predictor) -> dict:
+    """Provenance and headline metrics, from an ONNX export's metadata or a .pt artifact."""
+    source = getattr(predictor, "metadata", None) or getattr(predictor, "artifact", {})
+    metrics = source.get("metrics", {})
+    report = metrics.get("test") or metrics.get("validation") or metrics
+    return {
+        "base_model": source.get("base_model"), "created_at": source.get("created_at"),
+        "dataset_fingerprint": source.get("dataset_fingerprint"), "metrics": {k: report.get(k) for k in HEADLINE},
+    }
 
 
 def jsonable(errors: list[dict]) -> list[dict]:
@@ -194,8 +203,7 @@ def jsonable(errors: list[dict]) -> list[dict]:
 
 
 settings = ServingSettings()
-torch.set_num_threads(settings.torch_threads)
-store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds)
+store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds, threads=settings.inference_threads)
 if settings.preload_model:
     store.try_preload()
 app = create_app(settings, store)

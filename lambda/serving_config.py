@@ -12,8 +12,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    # A local path, or s3://bucket/key (the location "Promote to production" publishes to).
-    model_uri: str = Field(default="var/serving/model.pt", min_length=1)
+    # A local path or s3://bucket/key: the ONNX export "Promote to production" publishes (model.onnx),
+    # or a .pt artifact (served with torch, for development).
+    model_uri: str = Field(default="var/serving/model.onnx", min_length=1)
     # Overrides the artifact's recommended threshold (the original design used 0.7).
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # How often to check whether the promoted model changed (a stat, or an S3 HEAD); 0 checks on every request.
@@ -23,8 +24,8 @@ class ServingSettings(BaseSettings):
     max_text_chars: int = Field(default=1000, ge=1, le=100_000)
     max_batch_size: int = Field(default=64, ge=1, le=10_000)
     log_text: bool = False
-    # Lambda gives vCPUs in proportion to memory; torch should use them all, no more.
-    torch_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # Lambda gives vCPUs in proportion to memory; inference should use them all, no more.
+    inference_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     # Load the model at import, so Lambda's init phase (and a SnapStart snapshot) pays for it.
     preload_model: bool = True
 

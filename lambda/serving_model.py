@@ -13,12 +13,26 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from mlcore.errors import ArtifactError
-from mlcore.predictor import Predictor
 
 logger = logging.getLogger("serving.model")
+
+
+def load_predictor(path: Path, *, threads: int | None = None):
+    """An ONNX export runs on onnxruntime (no torch in the process); a .pt artifact needs torch."""
+    if path.suffix == ".onnx":
+        from mlcore.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor.from_file(path, threads=threads)
+    import torch
+
+    from mlcore.predictor import Predictor
+
+    if threads:
+        torch.set_num_threads(threads)
+    return Predictor.from_file(path)
 
 
 class ModelUnavailable(Exception):
@@ -27,14 +41,15 @@ class ModelUnavailable(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    predictor: Predictor
+    predictor: Any  # OnnxPredictor or Predictor: the same predict() and version
     marker: str  # what the source looked like when loaded (mtime+size, or the S3 ETag)
     loaded_at: float
 
 
 class ModelStore:
-    def __init__(self, uri: str, *, refresh_seconds: float, loader: Callable[[Path], Predictor] = Predictor.from_file) -> None:
+    def __init__(self, uri: str, *, refresh_seconds: float, threads: int | None = None, loader: Callable[..., Any] = load_predictor) -> None:
         self.uri = uri
+        self.threads = threads
         self.refresh_seconds = refresh_seconds
         self._loader = loader
         self._lock = threading.Lock()
@@ -63,16 +78,16 @@ class ModelStore:
             return LoadedModel(self._load(Path(self.uri)), marker, time.time())
         bucket, key = _split_s3(self.uri)
         with tempfile.TemporaryDirectory(prefix="model-") as folder:  # /tmp on Lambda
-            local = Path(folder) / "model.pt"
+            local = Path(folder) / Path(key).name
             try:
                 _s3().download_file(bucket, key, str(local))
             except Exception as exc:
                 raise ModelUnavailable(f"the model at {self.uri} cannot be downloaded: {_short(exc)}") from None
             return LoadedModel(self._load(local), marker, time.time())
 
-    def _load(self, path: Path) -> Predictor:
+    def _load(self, path: Path) -> Any:
         try:
-            predictor = self._loader(path)
+            predictor = self._loader(path, threads=self.threads)
         except ArtifactError as exc:
             raise ModelUnavailable(f"the model at {self.uri} cannot be loaded: {exc}") from None
         self.loads += 1

@@ -6,7 +6,6 @@ or the ``Trainer``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,36 +15,11 @@ import torch
 from mlcore.artifact import file_sha256, load_artifact
 from mlcore.errors import ArtifactError
 from mlcore.modeling import IntentClassifier, build_encoder_from_config
+from mlcore.prediction import Prediction, calibrated_probabilities, length_sorted_batches, load_tokenizer, rank
+
+__all__ = ["Predictor", "Prediction", "load_tokenizer"]
 
 DEFAULT_BATCH_SIZE = 64
-
-
-@dataclass(frozen=True)
-class Prediction:
-    intent: str
-    confidence: float
-    # Every intent with its calibrated probability, most likely first.
-    distribution: list[tuple[str, float]]
-    low_confidence: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "intent": self.intent,
-            "confidence": self.confidence,
-            "distribution": [{"intent": name, "probability": p} for name, p in self.distribution],
-            "low_confidence": self.low_confidence,
-        }
-
-
-def load_tokenizer(settings: dict[str, Any], max_length: int):
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(settings["tokenizer_json"])
-    tokenizer.no_padding()
-    # Pad to the longest text of each batch, as the training collator did.
-    tokenizer.enable_padding(pad_id=int(settings["pad_token_id"]), pad_token=settings["pad_token"])
-    tokenizer.enable_truncation(max_length=max_length)
-    return tokenizer
 
 
 class Predictor:
@@ -93,13 +67,12 @@ class Predictor:
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        # Sort by length so each batch pads little; restore the order at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order: list[int] = []
         rows: list[np.ndarray] = []
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = [texts[i] for i in order[start : start + batch_size]]
-                rows.append(self.model(**self.encode(chunk))["logits"].float().numpy())
+            for batch in length_sorted_batches(texts, batch_size):
+                order.extend(batch)
+                rows.append(self.model(**self.encode([texts[i] for i in batch]))["logits"].float().numpy())
         stacked = np.concatenate(rows)
         result = np.empty_like(stacked)
         result[order] = stacked
@@ -107,14 +80,7 @@ class Predictor:
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Calibrated probabilities (temperature-scaled softmax), one row per text."""
-        logits = torch.from_numpy(self.logits(texts, batch_size=batch_size)).double()
-        return torch.softmax(logits / self.temperature, dim=-1).numpy()
+        return calibrated_probabilities(self.logits(texts, batch_size=batch_size), self.temperature)
 
     def predict(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Prediction]:
-        cutoff = self.threshold if threshold is None else threshold
-        predictions = []
-        for row in self.probabilities(texts):
-            ranked = sorted(zip(self.labels, row.tolist()), key=lambda pair: -pair[1])
-            intent, confidence = ranked[0]
-            predictions.append(Prediction(intent, confidence, ranked, confidence < cutoff))
-        return predictions
+        return rank(self.probabilities(texts), self.labels, self.threshold if threshold is None else threshold)

@@ -28,7 +28,7 @@ def promoted_model(labeled_workspace, tiny_options, settings, tmp_path):
     training.training_run_execute(run_id=run.pk)
     run.refresh_from_db()
     training.model_promote(run=run, user=engineer)
-    return settings.SERVING_MODEL_URI, engineer, run
+    return settings.SERVING_MODEL_URI.replace(".pt", ".onnx"), engineer, run
 
 
 def classify(handler, text: str) -> dict:

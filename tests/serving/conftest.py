@@ -3,11 +3,13 @@ from __future__ import annotations
 import importlib
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from mlcore.artifact import load_artifact, save_artifact
+from mlcore.onnx_export import export_onnx
 from tests.factories import REPO_ROOT
 
 LAMBDA_ROOT = REPO_ROOT / "lambda"
@@ -17,21 +19,34 @@ if str(LAMBDA_ROOT) not in sys.path:
 SERVING_MODULES = ("app", "serving_config", "serving_model", "serving_review")
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_artifact, tmp_path_factory) -> Path:
+    """The ONNX export of the tiny model, as a promotion publishes it."""
+    return export_onnx(tiny_artifact, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
 @pytest.fixture
-def model_file(tiny_artifact, tmp_path) -> Path:
-    """A copy of the tiny model where serving looks for it."""
-    target = tmp_path / "serving" / "model.pt"
+def model_file(tiny_onnx, tmp_path) -> Path:
+    """A copy of the tiny model's export where serving looks for it."""
+    target = tmp_path / "serving" / "model.onnx"
     target.parent.mkdir()
-    shutil.copy(tiny_artifact, target)
+    shutil.copy(tiny_onnx, target)
     return target
 
 
-def variant_of(artifact_path: str | Path, target: Path, **changes) -> Path:
-    """Write a different valid artifact (e.g. another temperature): another version, other probabilities."""
+def variant_of(artifact_path: str | Path, target: Path, **changes) -> str:
+    """Write a different valid model (e.g. another temperature) at ``target`` (.pt, or its .onnx
+    export); return the new version (the artifact's SHA-256 prefix)."""
     artifact = load_artifact(artifact_path)
     artifact.update(changes)
-    save_artifact(artifact, target)
-    return target
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "variant.pt"
+        sha256 = save_artifact(artifact, source)
+        if str(target).endswith(".onnx"):
+            export_onnx(source, target)
+        else:
+            shutil.copy(source, target)
+    return sha256[:12]
 
 
 @pytest.fixture

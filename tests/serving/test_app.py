@@ -17,28 +17,36 @@ def client(make_client, model_file):
     return make_client(model_uri=str(model_file))
 
 
-def test_classify_returns_the_full_distribution(client, model_file):
+def test_classify_returns_the_full_distribution(client, tiny_artifact):
     response = client.post("/classify", json={"text": TEXT})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     body = response.json()
-    predictor = Predictor.from_file(model_file)
+    predictor = Predictor.from_file(tiny_artifact)
     assert set(body) == {"intent", "confidence", "distribution", "low_confidence", "threshold", "model_version", "prediction_id"}
     probabilities = [d["probability"] for d in body["distribution"]]
     assert sorted(d["intent"] for d in body["distribution"]) == sorted(predictor.labels)
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0)
     assert body["intent"] == body["distribution"][0]["intent"] and body["confidence"] == probabilities[0]
     assert body["low_confidence"] == (body["confidence"] < body["threshold"]) and body["threshold"] == predictor.threshold
-    assert body["model_version"] == file_sha256(model_file)[:12]
+    assert body["model_version"] == file_sha256(tiny_artifact)[:12]
     assert uuid.UUID(body["prediction_id"]).version == 4
 
 
-def test_the_distribution_equals_the_predictor_output(client, model_file):
-    texts = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomorrow"]
+def test_the_distribution_equals_the_predictor_output(client, tiny_artifact):
+    texts = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomorrow", "a much longer text " * 12]
     served = client.post("/classify/batch", json={"texts": texts}).json()["results"]
-    expected = Predictor.from_file(model_file).predict(texts)
-    for answer, prediction in zip(served, expected):
-        assert [d["intent"] for d in answer["distribution"]] == [name for name, _ in prediction.distribution]
-        np.testing.assert_allclose([d["probability"] for d in answer["distribution"]], [p for _, p in prediction.distribution], atol=1e-12)
+    predictor = Predictor.from_file(tiny_artifact)
+    expected = predictor.probabilities(texts)
+    for answer, row in zip(served, expected):
+        by_intent = {d["intent"]: d["probability"] for d in answer["distribution"]}
+        np.testing.assert_allclose([by_intent[name] for name in predictor.labels], row, atol=1e-4)
+
+
+def test_a_pt_artifact_can_be_served_too(make_client, tiny_artifact):
+    body = make_client(model_uri=str(tiny_artifact)).post("/classify", json={"text": TEXT}).json()
+    assert body["model_version"] == file_sha256(tiny_artifact)[:12]
+    expected = Predictor.from_file(tiny_artifact).predict([TEXT])[0]
+    assert body["intent"] == expected.intent and body["confidence"] == pytest.approx(expected.confidence, abs=1e-12)
 
 
 def test_the_threshold_setting_overrides_the_artifact(make_client, model_file):
@@ -98,8 +106,8 @@ def test_api_keys_are_required_when_set(make_client, model_file):
     assert client.get("/health").status_code == 200  # the health check stays open for load balancers
 
 
-def test_without_a_model_classify_is_503_and_the_container_keeps_trying(make_client, tmp_path, tiny_artifact):
-    missing = tmp_path / "later" / "model.pt"
+def test_without_a_model_classify_is_503_and_the_container_keeps_trying(make_client, tmp_path, tiny_onnx):
+    missing = tmp_path / "later" / "model.onnx"
     client = make_client(model_uri=str(missing))
     response = client.post("/classify", json={"text": TEXT})
     assert response.status_code == 503 and f"no model file at {missing}" in response.json()["detail"]
@@ -108,27 +116,27 @@ def test_without_a_model_classify_is_503_and_the_container_keeps_trying(make_cli
     missing.parent.mkdir()
     missing.write_bytes(b"garbage")
     assert "cannot be loaded" in client.post("/classify", json={"text": TEXT}).json()["detail"]
-    missing.write_bytes(open(tiny_artifact, "rb").read())
+    missing.write_bytes(open(tiny_onnx, "rb").read())
     assert client.post("/classify", json={"text": TEXT}).status_code == 200
     assert client.get("/health").json()["model_loaded"] is True
 
 
 def test_a_new_model_is_swapped_in_and_a_corrupt_one_is_ignored(client, model_file, tiny_artifact):
     first = client.post("/classify", json={"text": TEXT}).json()["model_version"]
-    variant_of(tiny_artifact, model_file, temperature=7.5)
+    version = variant_of(tiny_artifact, model_file, temperature=7.5)
     second = client.post("/classify", json={"text": TEXT}).json()
-    assert second["model_version"] != first and second["model_version"] == file_sha256(model_file)[:12]
+    assert second["model_version"] != first and second["model_version"] == version
     model_file.write_bytes(b"truncated")
     third = client.post("/classify", json={"text": TEXT})
     assert third.status_code == 200 and third.json()["model_version"] == second["model_version"]
     assert "cannot be loaded" in client.get("/health").json()["error"]
 
 
-def test_the_model_endpoint_describes_the_model(client, model_file):
+def test_the_model_endpoint_describes_the_model(client, tiny_artifact):
     body = client.get("/model").json()
-    predictor = Predictor.from_file(model_file)
+    predictor = Predictor.from_file(tiny_artifact)
     assert body["intents"] == predictor.labels and body["model_version"] == predictor.version
-    assert body["metrics"]["accuracy"] == predictor.metrics["test"]["accuracy"] if "test" in predictor.metrics else True
+    assert body["metrics"]["accuracy"] == predictor.metrics["validation"]["accuracy"]
     assert {"threshold", "temperature", "base_model", "created_at"} <= set(body)
 
 

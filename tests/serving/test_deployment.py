@@ -41,7 +41,27 @@ def test_the_function_gets_the_settings_the_app_reads():
 def test_the_dockerfile_builds_the_handler_from_the_lambda_base_image():
     dockerfile = (REPO_ROOT / "lambda" / "Dockerfile").read_text()
     assert re.search(r"^FROM public\.ecr\.aws/lambda/python:3\.\d+", dockerfile, re.M)
-    assert "download.pytorch.org/whl/cpu" in dockerfile and 'CMD ["app.handler"]' in dockerfile
+    assert "torch" not in dockerfile.replace("no torch", "") and 'CMD ["app.handler"]' in dockerfile
     lines = (REPO_ROOT / "lambda" / "requirements.txt").read_text().splitlines()
     packages = {re.split(r"[<>=\[ ]", line.strip())[0].lower() for line in lines if line.strip() and not line.startswith("#")}
-    assert packages == {"fastapi", "mangum", "pydantic-settings", "tokenizers", "numpy"}
+    assert packages == {"fastapi", "mangum", "pydantic-settings", "tokenizers", "numpy", "onnxruntime"}
+
+
+def test_the_files_the_image_copies_are_enough_to_serve(model_file, tmp_path):
+    """Lay out the task root as the Dockerfile does and serve a request from it, without torch."""
+    import shutil
+
+    task_root = tmp_path / "task"
+    (task_root / "mlcore").mkdir(parents=True)
+    for line in (REPO_ROOT / "lambda" / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY mlcore/"):
+            for source in line.split()[1:-1]:
+                shutil.copy(REPO_ROOT / source, task_root / "mlcore")
+    for source in (REPO_ROOT / "lambda").glob("*.py"):
+        shutil.copy(source, task_root)
+    code = ("import sys, json, app; sys.path.append(sys.argv[1]); from events import http_api_v2, FakeContext; "
+            "r = app.handler(http_api_v2('POST', '/classify', {'text': 'hi'}), FakeContext()); "
+            "print(r['statusCode'], 'torch' in sys.modules, sys.modules['mlcore'].__file__.startswith(sys.argv[2]))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "tests" / "serving"), str(task_root)], cwd=task_root,
+                         env={"MODEL_URI": str(model_file), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert out.stdout.split()[-3:] == ["200", "False", "True"], out.stderr[-2000:]

@@ -60,3 +60,17 @@ def test_without_a_model_the_handler_answers_503(fresh_app_module, tmp_path):
     module = fresh_app_module(MODEL_URI=tmp_path / "none.pt")
     response = module.handler(http_api_v2("POST", "/classify", {"text": "hi"}), FakeContext())
     assert response["statusCode"] == 503 and "no model file" in json.loads(response["body"])["detail"]
+
+
+def test_the_serving_process_imports_neither_torch_nor_transformers(model_file):
+    import subprocess
+    import sys
+
+    from tests.factories import REPO_ROOT
+
+    code = ("import sys, app; from events import http_api_v2, FakeContext; "
+            "r = app.handler(http_api_v2('POST', '/classify', {'text': 'hi'}), FakeContext()); "
+            "print(r['statusCode'], *(m in sys.modules for m in ('torch', 'transformers', 'datasets')))")
+    env = {"MODEL_URI": str(model_file), "PYTHONPATH": f"{REPO_ROOT / 'lambda'}:{REPO_ROOT / 'tests' / 'serving'}:{REPO_ROOT}", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.stdout.split()[-4:] == ["200", "False", "False", "False"], out.stderr[-2000:]

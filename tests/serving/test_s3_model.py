@@ -5,7 +5,7 @@ import pytest
 from mlcore.artifact import file_sha256
 from tests.serving.conftest import variant_of
 
-KEY = "production/model.pt"
+KEY = "production/model.onnx"
 
 
 @pytest.fixture
@@ -19,15 +19,16 @@ def bucket(aws, moto_server, monkeypatch):
     return s3
 
 
-def test_the_model_loads_from_s3_and_is_swapped_when_a_newer_one_is_promoted(bucket, make_client, tiny_artifact, tmp_path):
-    bucket.upload_file(tiny_artifact, "models", KEY)
+def test_the_model_loads_from_s3_and_is_swapped_when_a_newer_one_is_promoted(bucket, make_client, tiny_artifact, tiny_onnx, tmp_path):
+    bucket.upload_file(str(tiny_onnx), "models", KEY)
     client = make_client(model_uri=f"s3://models/{KEY}")
     first = client.post("/classify", json={"text": "show me the news"})
     assert first.status_code == 200 and first.json()["model_version"] == file_sha256(tiny_artifact)[:12]
-    newer = variant_of(tiny_artifact, tmp_path / "newer.pt", temperature=3.0)
+    newer = tmp_path / "newer.onnx"
+    version = variant_of(tiny_artifact, newer, temperature=3.0)
     bucket.upload_file(str(newer), "models", KEY)
     second = client.post("/classify", json={"text": "show me the news"}).json()
-    assert second["model_version"] == file_sha256(newer)[:12]
+    assert second["model_version"] == version
     # A corrupt object: keep serving the model we have, and say so in /health.
     bucket.put_object(Bucket="models", Key=KEY, Body=b"not a model")
     third = client.post("/classify", json={"text": "show me the news"})

@@ -164,12 +164,16 @@ def test_promote_and_rollback_change_what_serving_holds(trained, ml_engineer, se
     first, second = trained(), trained(seed=7)
     services.model_promote(run=first, user=ml_engineer)
     assert file_sha256(serving_path) == first.artifact_sha256
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    assert OnnxPredictor.from_file(serving_path.with_suffix(".onnx")).sha256 == first.artifact_sha256
     services.model_promote(run=second, user=ml_engineer, override_reason="whatever the gate says")
     assert file_sha256(serving_path) == second.artifact_sha256
     rollback = services.model_promote(run=first, user=ml_engineer, override_reason="roll back")
     assert file_sha256(serving_path) == first.artifact_sha256
+    assert OnnxPredictor.from_file(serving_path.with_suffix(".onnx")).sha256 == first.artifact_sha256
     assert services.promoted_run() == first and rollback.previous_run == second
-    assert [p.name for p in serving_path.parent.iterdir()] == ["model.pt"]  # no temp file left
+    assert sorted(p.name for p in serving_path.parent.iterdir()) == ["model.onnx", "model.pt"]  # no temp file left
 
 
 def test_publishing_is_atomic_when_the_copy_fails(trained, ml_engineer, serving_path, monkeypatch):
@@ -183,7 +187,7 @@ def test_publishing_is_atomic_when_the_copy_fails(trained, ml_engineer, serving_
     with pytest.raises(OSError, match="disk full"):
         services.model_promote(run=second, user=ml_engineer, override_reason="the gate is not under test here")
     assert file_sha256(serving_path) == first.artifact_sha256
-    assert [p.name for p in serving_path.parent.iterdir()] == ["model.pt"]
+    assert sorted(p.name for p in serving_path.parent.iterdir()) == ["model.onnx", "model.pt"]
     assert services.promoted_run() == first
 
 
@@ -236,6 +240,7 @@ def test_promotion_publishes_to_s3(trained, ml_engineer, settings, aws, moto_ser
     services.model_promote(run=run, user=ml_engineer)
     body = s3.get_object(Bucket="models", Key="production/model.pt")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == run.artifact_sha256
+    assert s3.head_object(Bucket="models", Key="production/model.onnx")["ContentLength"] > 0
 
 
 def test_artifacts_go_to_s3_when_a_bucket_is_configured(aws, moto_server, tmp_path):

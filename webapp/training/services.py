@@ -30,6 +30,7 @@ from mlcore.artifact import file_sha256
 from mlcore.config import TrainConfig
 from mlcore.data import OOS_LABEL, Example, LabeledData, dataset_fingerprint
 from mlcore.errors import ArtifactError, ConfigError, MlcoreError, TrainingCancelled
+from mlcore.onnx_export import onnx_uri_for
 from webapp.labeling.models import Utterance
 from webapp.training.models import DatasetSnapshot, Promotion, SnapshotRow, TrainingRun
 
@@ -375,11 +376,31 @@ def model_promote(*, run: TrainingRun, user: AbstractBaseUser | None, override_r
                 override_reason = ""
         elif run.heldout_report:
             candidate_accuracy = run.heldout_report["accuracy"]
-        publish_artifact(source=path, uri=settings.SERVING_MODEL_URI)
+        with tempfile.TemporaryDirectory() as folder:
+            onnx_path = serving_export(artifact=path, folder=Path(folder), run=run)
+            # The ONNX export first: serving watches it; the .pt beside it is the record.
+            publish_artifact(source=onnx_path, uri=onnx_uri_for(settings.SERVING_MODEL_URI))
+            publish_artifact(source=path, uri=settings.SERVING_MODEL_URI)
     return Promotion.objects.create(
         run=run, previous_run=current, promoted_by=user, serving_uri=settings.SERVING_MODEL_URI,
         heldout_accuracy=candidate_accuracy, previous_heldout_accuracy=current_accuracy, override_reason=override_reason,
     )
+
+
+def serving_export(*, artifact: Path, folder: Path, run: TrainingRun) -> Path:
+    """Export the artifact to ONNX for serving and check that it answers as the artifact does."""
+    import numpy as np
+
+    from mlcore.onnx_export import export_onnx
+    from mlcore.onnx_predictor import OnnxPredictor
+    from mlcore.predictor import Predictor
+
+    target = export_onnx(artifact, folder / "model.onnx")
+    rows = list(run.snapshot.rows.order_by("id").values_list("text", flat=True)[:32]) or ["hello"]
+    gap = float(np.abs(OnnxPredictor.from_file(target).probabilities(rows) - Predictor.from_file(artifact).probabilities(rows)).max())
+    if gap > 1e-4:
+        raise ValidationError({"artifact": f"Run #{run.pk}'s ONNX export differs from the artifact by {gap:.2e}; it was not promoted."})
+    return target
 
 
 def publish_artifact(*, source: Path, uri: str) -> None:

@@ -1,0 +1,94 @@
+"""Export a ``.pt`` artifact to one self-contained ONNX file for serving.
+
+The ``.pt`` stays the artifact of record; the ONNX file is derived from it when a model is
+promoted. It carries, as ONNX metadata, everything the serving predictor needs besides the
+weights: labels, temperature, threshold, the tokenizer, and the SHA-256 of the ``.pt`` it came
+from (the model version). Serving it needs onnxruntime, ``tokenizers`` and numpy: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mlcore.artifact import file_sha256
+from mlcore.predictor import Predictor
+
+METADATA_KEY = "intentflow"
+OPSET = 17
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, with_token_types: bool) -> None:
+        super().__init__()
+        self.model, self.with_token_types = model, with_token_types
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {"token_type_ids": token_type_ids} if self.with_token_types else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)["logits"]
+
+
+def serving_metadata(predictor: Predictor) -> dict:
+    artifact = predictor.artifact
+    metrics = artifact["metrics"]
+    report = metrics.get("test") or metrics.get("validation") or {}
+    return {
+        "format_version": 1,
+        "artifact_sha256": predictor.sha256,
+        "labels": predictor.labels,
+        "temperature": predictor.temperature,
+        "threshold": predictor.threshold,
+        "max_length": predictor.max_length,
+        "tokenizer": artifact["tokenizer"],
+        "base_model": artifact["base_model"],
+        "created_at": artifact["created_at"],
+        "dataset_fingerprint": artifact["dataset_fingerprint"],
+        "metrics": {k: report.get(k) for k in ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")},
+    }
+
+
+def onnx_uri_for(uri: str) -> str:
+    """Where the ONNX export of the artifact at ``uri`` goes: beside it, ending in .onnx."""
+    stem = uri[: -len(".pt")] if uri.endswith(".pt") else uri
+    return stem + ".onnx"
+
+
+def export_onnx(artifact_path: str | Path, out_path: str | Path) -> Path:
+    """Write ``out_path`` (atomically) from the artifact at ``artifact_path``."""
+    import onnx
+
+    predictor = Predictor.from_file(artifact_path)
+    if predictor.sha256 is None:  # pragma: no cover - from_file always sets it
+        predictor.sha256 = file_sha256(artifact_path)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in predictor._input_names else [])
+    sample = predictor.encode(["an example to trace", "another"])
+    module = _Logits(predictor.model.eval(), "token_type_ids" in names)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        raw = Path(folder) / "model.onnx"
+        with torch.inference_mode():
+            torch.onnx.export(
+                module, tuple(sample[name] for name in names), str(raw), dynamo=False, opset_version=OPSET,
+                input_names=names, output_names=["logits"],
+                dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in names}, "logits": {0: "batch"}},
+            )
+        model = onnx.load(str(raw))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(serving_metadata(predictor))
+        descriptor, temp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+        os.close(descriptor)
+        try:
+            onnx.save(model, temp_name)
+            os.chmod(temp_name, 0o644)
+            os.replace(temp_name, out_path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+    return out_path
+
+
