@@ -20,17 +20,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Everything on embedded defaults: SQLite, the ORM broker, the offline encoder, the demo data.
 demo: $(STAMP)
-	$(PY) -m mlcore train --data data/demo/intents.csv --out var/models/demo.pt
-	$(PY) -m mlcore predict --model var/models/demo.pt --top 3 "show me today's news" "update my profile" \
-		"is the shop open on sunday" "what is the meaning of life"
-	$(PY) manage.py migrate --no-input -v 1
-	$(PY) manage.py demo_setup --data data/demo/intents.csv
-	$(PY) manage.py runserver 127.0.0.1:8000
+	$(PY) scripts/demo.py
 
 # The serving app under uvicorn, against the currently promoted model (SERVING_MODEL_URI's default).
 serve: $(STAMP)
-	MODEL_URI=$${MODEL_URI:-var/serving/model.pt} $(VENV)/bin/uvicorn --app-dir lambda app:app --host 127.0.0.1 --port 8001
+	MODEL_URI=$${MODEL_URI:-var/serving/model.onnx} $(VENV)/bin/uvicorn --app-dir lambda app:app --host 127.0.0.1 --port 8001
 
 test: test-sqlite test-postgres
 

@@ -51,13 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="how many intents to print per text")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("texts", nargs="+")
+    export = commands.add_parser("export-onnx", help="write the ONNX file that serving runs (no torch needed there)")
+    export.add_argument("--model", required=True, help="the .pt artifact")
+    export.add_argument("--out", required=True, help="where to write the .onnx file")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict, "export-onnx": _export}[args.command](args)
     except MlcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -141,6 +144,14 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{text!r} -> {prediction.intent} {prediction.confidence:.3f}{flag}")
         for intent, probability in prediction.distribution[: args.top]:
             print(f"    {probability:7.3f}  {intent}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mlcore.onnx_export import export_onnx
+
+    path = export_onnx(args.model, args.out)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 
 

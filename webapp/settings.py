@@ -6,6 +6,7 @@ Embedded defaults: SQLite under var/, the django-q2 ORM broker, files under var/
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -149,6 +150,8 @@ TRAINING_TIMEOUT_SECONDS = env.int("TRAINING_TIMEOUT_SECONDS", default=24 * 3600
 TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env.int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", default=600)
 # Progress is written to the run row at most this often (a few writes per second at most).
 TRAINING_PROGRESS_INTERVAL_SECONDS = env.float("TRAINING_PROGRESS_INTERVAL_SECONDS", default=0.5)
+# CPU threads a training run uses (torch's intra-op pool).
+TRAINING_THREADS = env.int("TRAINING_THREADS", default=os.cpu_count() or 1)
 Q_CLUSTER = {
     # Clusters sharing a broker and a name share the queue (and the signing salt).
     "name": env.str("Q_CLUSTER_NAME", default="intentflow"),

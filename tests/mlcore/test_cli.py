@@ -29,6 +29,12 @@ def test_train_evaluate_predict(tmp_path, tiny_base_model, capsys):
     [prediction] = json.loads(capsys.readouterr().out)
     assert prediction["text"] == "play some jazz" and len(prediction["distribution"]) == 10
 
+    assert main(["export-onnx", "--model", str(out), "--out", str(tmp_path / "m.onnx")]) == 0
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    served = OnnxPredictor.from_file(tmp_path / "m.onnx").predict(["play some jazz"])[0]
+    assert served.intent == prediction["intent"] and abs(served.confidence - prediction["confidence"]) < 1e-4
+
 
 def test_evaluate_reports_oos_metrics(tmp_path, tiny_artifact, capsys):
     data = write_csv(tmp_path / "e.csv", [("show me today's news", "get_news"), ("play some jazz", "play_music"),

@@ -232,6 +232,10 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         logger.warning("training run %s is not queued; not starting it", run_id)
         return None
     run = TrainingRun.objects.select_related("snapshot").get(pk=run_id)
+    import torch
+
+    # A worker forked from a parent that had imported torch starts with one intra-op thread.
+    torch.set_num_threads(settings.TRAINING_THREADS)
     log = _RunLog()
     root = logging.getLogger()
     root.addHandler(log)
@@ -240,7 +244,8 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         config = TrainConfig.from_dict(run.config)
         device = resolve_device(config.device)
         TrainingRun.objects.filter(pk=run_id).update(device_used=device)
-        log.note(f"run #{run_id}: {run.snapshot.train_count} training rows, {run.snapshot.heldout_count} held out, device {device}, base model {config.base_model}")
+        log.note(f"run #{run_id}: {run.snapshot.train_count} training rows, {run.snapshot.heldout_count} held out, "
+                 f"device {device} ({torch.get_num_threads()} CPU threads), base model {config.base_model}")
         writer = _ProgressWriter(run_id, log, settings.TRAINING_PROGRESS_INTERVAL_SECONDS)
         result = train(config, snapshot_to_data(run.snapshot), progress=writer.progress, should_cancel=writer.should_cancel)
         with tempfile.TemporaryDirectory() as folder:

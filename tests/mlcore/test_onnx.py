@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from mlcore.errors import ArtifactError
+from mlcore.onnx_export import export_onnx, onnx_uri_for
+from mlcore.onnx_predictor import OnnxPredictor
+from mlcore.predictor import Predictor
+
+TEXTS = ["show me today's news", "update my profile", "zzz", "a much longer text that goes on " * 8, "play"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_artifact, tmp_path_factory):
+    return export_onnx(tiny_artifact, tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+def test_the_onnx_export_answers_as_the_artifact_does(tiny_artifact, exported):
+    served, reference = OnnxPredictor.from_file(exported), Predictor.from_file(tiny_artifact)
+    np.testing.assert_allclose(served.probabilities(TEXTS), reference.probabilities(TEXTS), atol=1e-4)
+    assert served.version == reference.version and served.labels == reference.labels
+    assert served.threshold == reference.threshold and served.temperature == reference.temperature
+    assert [p.intent for p in served.predict(TEXTS)] == [p.intent for p in reference.predict(TEXTS)]
+
+
+def test_broken_onnx_files_are_artifact_errors(tmp_path, exported):
+    with pytest.raises(ArtifactError, match="not found"):
+        OnnxPredictor.from_file(tmp_path / "none.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(exported.read_bytes()[:4000])
+    with pytest.raises(ArtifactError, match="not a readable ONNX model"):
+        OnnxPredictor.from_file(broken)
+
+
+def test_the_onnx_file_sits_beside_the_artifact():
+    assert onnx_uri_for("s3://models/production/model.pt") == "s3://models/production/model.onnx"
+    assert onnx_uri_for("/srv/model.pt") == "/srv/model.onnx"
