@@ -7,7 +7,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 export DEBUG ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: demo serve test test-sqlite test-postgres install clean
+.PHONY: demo serve lambda-zip test test-sqlite test-postgres install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ demo: $(STAMP)
 # The serving app under uvicorn, against the currently promoted model (SERVING_MODEL_URI's default).
 serve: $(STAMP)
 	MODEL_URI=$${MODEL_URI:-var/serving/model.onnx} $(VENV)/bin/uvicorn --app-dir lambda app:app --host 127.0.0.1 --port 8001
+
+# The serving code as a zip package (template.yaml's PackageFormat=Zip; sam build installs lambda/requirements.txt).
+lambda-zip:
+	rm -rf build/lambda-zip && mkdir -p build/lambda-zip/mlcore
+	cp lambda/*.py lambda/requirements.txt build/lambda-zip/
+	cp mlcore/__init__.py mlcore/errors.py mlcore/prediction.py mlcore/onnx_predictor.py build/lambda-zip/mlcore/
 
 test: test-sqlite test-postgres
 

@@ -51,7 +51,7 @@ def timed(*calls, iterations: int, warmup: int = 30) -> list[dict[str, float]]:
 
 
 COLD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path[:0] = {paths!r}
 from events import http_api_v2, FakeContext
 import {module} as served

@@ -39,3 +39,11 @@ def tiny_artifact(tiny_result, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("artifact") / "tiny.pt"
     tiny_result.save(path)
     return str(path)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

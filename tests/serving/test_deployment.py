@@ -28,14 +28,24 @@ def _template() -> dict:
 def test_the_function_gets_the_settings_the_app_reads():
     from serving_config import ServingSettings
 
-    function = _template()["Resources"]["ClassifyFunction"]["Properties"]
-    assert function["PackageType"] == "Image"
-    variables = set(function["Environment"]["Variables"])
-    assert variables <= {name.upper() for name in ServingSettings.model_fields}
-    assert {"MODEL_URI", "MODEL_REFRESH_SECONDS", "API_KEYS", "CONFIDENCE_THRESHOLD", "REVIEW_SINK", "REVIEW_QUEUE_URL"} <= variables
-    assert function["Environment"]["Variables"]["REVIEW_SINK"] == "sqs"
-    policies = [next(iter(policy)) for policy in function["Policies"]]
-    assert policies == ["S3ReadPolicy", "SQSSendMessagePolicy"]
+    template = _template()
+    environment = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert set(environment) <= {name.upper() for name in ServingSettings.model_fields}
+    assert {"MODEL_URI", "MODEL_REFRESH_SECONDS", "API_KEYS", "CONFIDENCE_THRESHOLD", "REVIEW_SINK", "REVIEW_QUEUE_URL"} <= set(environment)
+    assert environment["REVIEW_SINK"] == "sqs" and template["Parameters"]["ModelKey"]["Default"].endswith(".onnx")
+    image, zipped = (template["Resources"][name]["Properties"] for name in ("ClassifyFunction", "ClassifyZipFunction"))
+    assert image["PackageType"] == "Image" and zipped["PackageType"] == "Zip"
+    assert zipped["SnapStart"] == {"ApplyOn": "PublishedVersions"} and zipped["Handler"] == "app.handler"
+    for function in (image, zipped):
+        assert [next(iter(policy)) for policy in function["Policies"]] == ["S3ReadPolicy", "SQSSendMessagePolicy"]
+
+
+def test_the_zip_package_holds_what_the_image_holds():
+    dockerfile = (REPO_ROOT / "lambda" / "Dockerfile").read_text()
+    image_files = {f for line in dockerfile.splitlines() if line.startswith("COPY mlcore/") for f in line.split()[1:-1]}
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    zip_line = next(line for line in makefile.splitlines() if "build/lambda-zip/mlcore/" in line and line.strip().startswith("cp"))
+    assert set(zip_line.split()[1:-1]) == image_files
 
 
 def test_the_dockerfile_builds_the_handler_from_the_lambda_base_image():

@@ -1,0 +1,119 @@
+"""The whole loop in a real browser: headless Chromium (Debian's) driven by Playwright, against a
+live Django server and a real qcluster worker. On failure the page's screenshot and HTML are kept."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from webapp.labeling import services as labeling
+from webapp.labeling.models import Utterance
+from webapp.labeling.roles import LABELERS, ML_ENGINEERS
+from webapp.review import services as review
+from webapp.review.models import ReviewItem
+from webapp.training.models import TrainingRun
+from tests.factories import DEMO_DATA, REPO_ROOT
+from tests.webapp_fixtures import make_user, review_event
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "var" / "test-artifacts"))
+PASSWORD = "browser-test-pass-123"
+
+pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture
+def browser_page(monkeypatch, request):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; the test's ORM calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            stem = ARTIFACTS / request.node.name
+            page.screenshot(path=f"{stem}.png", full_page=True)
+            Path(f"{stem}.html").write_text(page.content())
+            print(f"saved {stem}.png and {stem}.html")
+        browser.close()
+
+
+def log_in(page, base: str, username: str) -> None:
+    page.context.clear_cookies()
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#content")
+
+
+@pytest.mark.parametrize("broker", ["orm"], indirect=True)
+def test_the_loop_in_a_browser(live_server, qcluster, broker, browser_page, tiny_base_model, tmp_path, settings):
+    from playwright.sync_api import expect
+
+    settings.SERVING_MODEL_URI = str(tmp_path / "serving" / "model.pt")
+    page, base = browser_page, live_server.url
+    labeler, engineer = make_user(LABELERS), make_user(ML_ENGINEERS)
+    for user in (labeler, engineer):
+        user.set_password(PASSWORD)
+        user.save()
+    unlabeled = labeling.utterance_create(text="is there a plumber near the office", intent=None, user=None)
+    review.review_item_ingest(event=review_event("play something by the beatles", top=0.45, intent="play_music"))
+
+    # A Labeler imports a small file...
+    log_in(page, base, labeler.username)
+    page.goto(f"{base}/admin/labeling/utterance/import/")
+    page.set_input_files("#id_file", str(DEMO_DATA))
+    page.click("input[value=Import]")
+    expect(page.locator("#import-report h2")).to_have_text("Import finished")
+    expect(page.locator("#report-created")).to_have_text("270")
+
+    # ...and labels an utterance with the bulk action.
+    page.goto(f"{base}/admin/labeling/utterance/?labeled=no")
+    page.check(f"input.action-select[value='{unlabeled.pk}']")
+    page.select_option("select[name=action]", "assign_intent")
+    page.click("button[name=index]")
+    page.select_option("#id_intent", label="get_business_information")
+    page.click("input[name=apply]")
+    expect(page.locator(".messagelist")).to_contain_text("Labeled 1 utterance(s) as get_business_information")
+    assert Utterance.objects.get(pk=unlabeled.pk).intent.name == "get_business_information"
+
+    # An ML engineer launches retraining and watches it reach "succeeded".
+    log_in(page, base, engineer.username)
+    page.goto(f"{base}/admin/training/trainingrun/launch/")
+    page.fill("#id_base_model", tiny_base_model)
+    page.fill("#id_epochs", "2")
+    page.fill("#id_learning_rate", "0.001")
+    page.fill("#id_batch_size", "16")
+    page.click("#launch-form input[type=submit]")
+    expect(page.locator("#run-progress")).to_be_visible()
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=240_000)
+    run = TrainingRun.objects.get()
+    assert run.status == "succeeded"
+
+    # The run page shows the metrics and the confusion matrix; promote it.
+    expect(page.locator("#run-metrics")).to_contain_text("macro-F1")
+    expect(page.locator("#confusion-matrix")).to_be_visible()
+    expect(page.locator("#per-intent tr")).to_have_count(11)
+    page.click("#promote-run")
+    expect(page.locator(".messagelist")).to_contain_text("is now in production")
+    assert Path(settings.SERVING_MODEL_URI).is_file()
+
+    # One item of the low-confidence queue.
+    page.goto(f"{base}/admin/review/reviewitem/")
+    item = ReviewItem.objects.get()
+    page.check(f"input.action-select[value='{item.pk}']")
+    page.select_option("select[name=action]", "accept_prediction")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist")).to_contain_text("Accepted 1 review item(s)")
+    item.refresh_from_db()
+    assert item.status == "labeled" and item.utterance.text == "play something by the beatles"
