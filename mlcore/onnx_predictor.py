@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mlcore.errors import ArtifactError
-from mlcore.prediction import Prediction, calibrated_probabilities, length_sorted_batches, load_tokenizer, rank
+from mlcore.prediction import Prediction, batched_rows, calibrated_probabilities, load_tokenizer, rank
 
 METADATA_KEY = "intentflow"
 DEFAULT_BATCH_SIZE = 64
@@ -60,24 +60,16 @@ class OnnxPredictor:
         return self.sha256[:12]
 
     def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        order: list[int] = []
-        rows = []
-        for batch in length_sorted_batches(texts, batch_size):
-            order.extend(batch)
-            encodings = self.tokenizer.encode_batch([texts[i] for i in batch])
+        def run(batch: list[str]) -> np.ndarray:
+            encodings = self.tokenizer.encode_batch(batch)
             feeds = {
                 "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
                 "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
             }
-            rows.append(self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self._inputs})[0])
-        stacked = np.concatenate(rows)
-        result = np.empty_like(stacked)
-        result[order] = stacked
-        return result
+            return self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+        return batched_rows(list(texts), batch_size, len(self.labels), run)
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         return calibrated_probabilities(self.logits(texts, batch_size=batch_size), self.temperature)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -42,11 +42,15 @@ def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float) -> 
     return predictions
 
 
-def length_sorted_batches(texts: Sequence[str], batch_size: int):
-    """Indices of the texts in batches of similar length (less padding); callers restore the order."""
+def batched_rows(texts: Sequence[str], batch_size: int, width: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """``run`` over batches of texts of similar length (less padding), rows back in the texts' order."""
+    if not texts:
+        return np.zeros((0, width), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    stacked = np.concatenate([run([texts[i] for i in order[start : start + batch_size]]) for start in range(0, len(order), batch_size)])
+    result = np.empty_like(stacked)
+    result[order] = stacked
+    return result
 
 
 def load_tokenizer(settings: dict[str, Any], max_length: int):

@@ -15,7 +15,7 @@ import torch
 from mlcore.artifact import file_sha256, load_artifact
 from mlcore.errors import ArtifactError
 from mlcore.modeling import IntentClassifier, build_encoder_from_config
-from mlcore.prediction import Prediction, calibrated_probabilities, length_sorted_batches, load_tokenizer, rank
+from mlcore.prediction import Prediction, batched_rows, calibrated_probabilities, load_tokenizer, rank
 
 __all__ = ["Predictor", "Prediction", "load_tokenizer"]
 
@@ -64,19 +64,11 @@ class Predictor:
 
     def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Raw (uncalibrated) logits, one row per text."""
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        order: list[int] = []
-        rows: list[np.ndarray] = []
+        def run(batch: list[str]) -> np.ndarray:
+            return self.model(**self.encode(batch))["logits"].float().numpy()
+
         with torch.inference_mode():
-            for batch in length_sorted_batches(texts, batch_size):
-                order.extend(batch)
-                rows.append(self.model(**self.encode([texts[i] for i in batch]))["logits"].float().numpy())
-        stacked = np.concatenate(rows)
-        result = np.empty_like(stacked)
-        result[order] = stacked
-        return result
+            return batched_rows(list(texts), batch_size, len(self.labels), run)
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Calibrated probabilities (temperature-scaled softmax), one row per text."""

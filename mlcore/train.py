@@ -197,8 +197,6 @@ def train(
     train_seconds = time.monotonic() - started
     if callbacks[1].cancelled:
         raise TrainingCancelled(f"Training was cancelled at step {trainer.state.global_step} of {trainer.state.max_steps}.")
-    if keeper.best_state is not None:
-        model.load_state_dict(keeper.best_state)
     model.eval()
 
     def logits_of(examples: list[Example]) -> np.ndarray:
@@ -208,7 +206,11 @@ def train(
         logits = _batched_outputs(lambda batch: model(**batch)["logits"], to_dataset(examples, labeled=False), collate, config.eval_batch_size, device)
         return logits.numpy()
 
+    # The last epoch is scored here, by the pass that calibration needs anyway (not by the Trainer).
     val_logits, val_labels = logits_of(splits.val), np.array([label_ids[e.intent] for e in splits.val])
+    if not keeper.record_final(float(trainer.state.epoch or epochs), val_logits, val_labels, len(splits.labels)):
+        model.load_state_dict(keeper.best_state)  # an earlier epoch was better
+        val_logits = logits_of(splits.val)
     oos_label_id = label_ids.get(OOS_LABEL) if config.oos_mode == "class" else None
     temperature = fit_temperature(val_logits, val_labels)
     threshold = _recommend(val_logits, val_labels, logits_of(splits.oos_val), temperature, oos_label_id)
@@ -280,11 +282,22 @@ def _batched_outputs(fn, dataset, collate, batch_size: int, device: torch.device
     return result
 
 
+# A class mean is well estimated from a few dozen examples; more only costs encoder passes.
+CENTROID_EXAMPLES_PER_INTENT = 32
+
+
 def _init_head_from_centroids(model: IntentClassifier, train_ds, collate, batch_size: int) -> None:
     model.eval()
     device = next(model.parameters()).device
-    embeddings = _batched_outputs(lambda batch: model.embed(**batch), train_ds, collate, batch_size, device)
-    model.init_head_from_centroids(embeddings, torch.tensor(train_ds["label"]))
+    taken: dict[int, int] = {}
+    rows = []
+    for index, label in enumerate(train_ds["label"]):
+        if taken.get(label, 0) < CENTROID_EXAMPLES_PER_INTENT:
+            taken[label] = taken.get(label, 0) + 1
+            rows.append(index)
+    sample = train_ds.select(rows)
+    embeddings = _batched_outputs(lambda batch: model.embed(**batch), sample, collate, batch_size, device)
+    model.init_head_from_centroids(embeddings, torch.tensor(sample["label"]))
     model.train()
 
 
@@ -311,6 +324,23 @@ class _BestEpoch(TrainerCallback):
         if self.latest["macro_f1"] > self.best_f1:
             self.best_f1, self.best_epoch = self.latest["macro_f1"], self.latest["epoch"]
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if state.epoch is not None and state.epoch >= args.num_train_epochs - 1e-6:
+            control.should_evaluate = False  # the final weights are scored once, after training
+        return control
+
+    def record_final(self, epoch: float, logits: np.ndarray, labels: np.ndarray, num_labels: int) -> bool:
+        """Score the final weights; True when they are the best (keep them), False to go back to ``best_state``."""
+        predicted = np.asarray(logits).argmax(axis=1)
+        loss = float(torch.nn.functional.cross_entropy(torch.as_tensor(logits).float(), torch.as_tensor(labels))) if len(labels) else 0.0
+        self.latest = {"epoch": round(epoch, 3), "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
+                       "macro_f1": macro_f1(labels, predicted, num_labels), "loss": loss}
+        self.history.append(self.latest)
+        if self.latest["macro_f1"] >= self.best_f1 or self.best_state is None:
+            self.best_f1, self.best_epoch = self.latest["macro_f1"], self.latest["epoch"]
+            return True
+        return False
 
 
 class _Hooks(TrainerCallback):

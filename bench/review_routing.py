@@ -1,0 +1,53 @@
+"""How much of CLINC150's test traffic the serving app would send to the review queue.
+
+    python bench/review_routing.py [--model var/models/clinc_full.pt] [--margin 0.1]
+
+Uses the serving path itself (the ONNX export and the routing rule of lambda/serving_review.py)
+at the model's recommended threshold, on the 4,500 in-scope and 1,000 out-of-scope test queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "lambda")]
+
+from bench.common import CLINC_FULL, header  # noqa: E402
+from mlcore.data import load_labeled_data  # noqa: E402
+from mlcore.onnx_export import export_onnx  # noqa: E402
+from mlcore.onnx_predictor import OnnxPredictor  # noqa: E402
+from serving_review import ReviewRouter  # noqa: E402
+
+
+def routed_share(predictor: OnnxPredictor, texts: list[str], router: ReviewRouter) -> float:
+    routed = 0
+    for prediction in predictor.predict(texts):
+        second = prediction.distribution[1][1] if len(prediction.distribution) > 1 else 0.0
+        routed += router.needs_review(prediction.confidence, second, predictor.threshold)
+    return routed / len(texts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
+    parser.add_argument("--margin", type=float, default=0.1, help="an AMBIGUITY_MARGIN to measure beside the plain threshold")
+    args = parser.parse_args()
+    data = load_labeled_data(CLINC_FULL)
+    with tempfile.TemporaryDirectory() as folder:
+        predictor = OnnxPredictor.from_file(export_onnx(args.model, Path(folder) / "model.onnx"))
+    in_scope, out_of_scope = [e.text for e in data.test], [e.text for e in data.oos_test]
+    print(header("Review routing"))
+    print(f"Recommended threshold of the model: {predictor.threshold:.2f}.\n")
+    print("| rule | out-of-scope test queries sent to review | in-scope test queries sent to review |\n| --- | --- | --- |")
+    for name, margin in ((f"confidence < {predictor.threshold:.2f}", None), (f"... or top-two margin < {args.margin}", args.margin)):
+        router = ReviewRouter(None, bound_seconds=0.2, retries=0, ambiguity_margin=margin)
+        print(f"| {name} | {routed_share(predictor, out_of_scope, router):.4f} ({len(out_of_scope)}) | "
+              f"{routed_share(predictor, in_scope, router):.4f} ({len(in_scope)}) |")
+
+
+if __name__ == "__main__":
+    main()
