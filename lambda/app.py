@@ -8,6 +8,7 @@ request after it until a model loads (answering 503 with the reason meanwhile).
 
 # No `from __future__ import annotations`: FastAPI must see the request models, defined in create_app, as classes.
 import hmac
+import inspect
 import json
 import logging
 import time
@@ -100,7 +101,7 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         except ModelUnavailable as exc:
             raise HTTPException(status_code=503, detail=f"no model is available: {exc}") from None
 
-    app = FastAPI(title="intentflow serving", version="1")
+    app = FastAPI(title="intentflow serving", version="1", **NO_TELEMETRY)
     # Without keys the check is left out of the route entirely: nothing to solve per request.
     guarded = [Depends(require_api_key)] if settings.api_keys else []
 
@@ -131,6 +132,8 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         return results
 
     def log_request(results: list[dict], texts: list[str], started_at: float) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
         record = {
             "event": "classify", "latency_ms": round((time.perf_counter() - started_at) * 1000, 2),
             "model_version": results[0]["model_version"] if results else None,
@@ -191,6 +194,14 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
 
     app.state.router = router
     return app
+
+
+# FastAPI releases with built-in OpenTelemetry wrap every request in it; the one JSON log line per
+# request is this app's telemetry, so that layer is turned off where it exists.
+NO_TELEMETRY = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 def json_response(content: dict) -> Response:

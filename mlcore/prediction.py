@@ -36,7 +36,8 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
 def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float) -> list[Prediction]:
     predictions = []
     for row in probabilities:
-        ranked = sorted(zip(labels, row.tolist()), key=lambda pair: -pair[1])
+        values = row.tolist()
+        ranked = [(labels[i], values[i]) for i in np.argsort(-row, kind="stable").tolist()]
         intent, confidence = ranked[0]
         predictions.append(Prediction(intent, confidence, ranked, confidence < threshold))
     return predictions
