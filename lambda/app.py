@@ -22,6 +22,7 @@ import orjson
 from mangum import Mangum
 from pydantic import BaseModel, Field, field_validator
 
+from mlcore.prediction import ranked_distribution
 from serving_config import ServingSettings
 from serving_model import ModelStore, ModelUnavailable
 from serving_review import ReviewRouter, build_router
@@ -117,15 +118,17 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         predictor = model().predictor
         threshold = settings.confidence_threshold if settings.confidence_threshold is not None else predictor.threshold
         results, review = [], []
-        for text, p in zip(texts, predictor.predict(texts, threshold=threshold)):
-            distribution = [{"intent": name, "probability": prob} for name, prob in p.distribution]
+        for text, row in zip(texts, predictor.probabilities(texts)):
+            distribution = ranked_distribution(row, predictor.labels)
+            confidence = distribution[0]["probability"]
             result = {
-                "intent": p.intent, "confidence": p.confidence, "distribution": distribution, "low_confidence": p.low_confidence,
-                "threshold": threshold, "model_version": predictor.version, "prediction_id": str(uuid.uuid4()),
+                "intent": distribution[0]["intent"], "confidence": confidence, "distribution": distribution,
+                "low_confidence": confidence < threshold, "threshold": threshold, "model_version": predictor.version,
+                "prediction_id": str(uuid.uuid4()),
             }
             results.append(result)
-            second = p.distribution[1][1] if len(p.distribution) > 1 else 0.0
-            if router.needs_review(p.confidence, second, threshold):
+            second = distribution[1]["probability"] if len(distribution) > 1 else 0.0
+            if router.needs_review(confidence, second, threshold):
                 review.append(router.event(prediction_id=result["prediction_id"], text=text, distribution=distribution,
                                            model_version=predictor.version, threshold=threshold))
         router.submit(review)  # bounded by REVIEW_TIMEOUT_MS; never raises

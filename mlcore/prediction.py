@@ -33,6 +33,12 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def ranked_distribution(row: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """One text's distribution as JSON-ready dicts, most likely first (what serving returns)."""
+    values = row.tolist()
+    return [{"intent": labels[i], "probability": values[i]} for i in np.argsort(-row, kind="stable").tolist()]
+
+
 def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float) -> list[Prediction]:
     predictions = []
     for row in probabilities:
