@@ -325,7 +325,7 @@ def artifact_local_copy(run: TrainingRun) -> Iterator[Path]:
         try:
             with run.artifact.open("rb") as source, local.open("wb") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
-        except (OSError, Exception) as exc:  # storage backends raise their own errors
+        except Exception as exc:  # storage backends raise their own error types
             raise ValidationError({"artifact": f"Run #{run.pk}'s artifact cannot be read from storage: {exc}."}) from None
         yield local
 

@@ -1,7 +1,5 @@
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import ParseError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,11 +21,7 @@ class ReviewItemIngestView(APIView):
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT})
     def post(self, request):
-        try:
-            item, created = services.review_item_ingest(event=request.data)
-        except ParseError:
-            raise
-        except ValidationError:
-            raise  # turned into 400 with the field messages by the API's exception handler
+        # A ValidationError becomes 400 with the field messages (the API's exception handler).
+        item, created = services.review_item_ingest(event=request.data)
         body = {"id": item.pk, "prediction_id": str(item.prediction_id), "status": item.status, "created": created}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
