@@ -6,7 +6,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-import torch
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(20))  # 0.00, 0.05, ..., 0.95
 ECE_BINS = 15
@@ -84,6 +83,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100)
     """The temperature that minimises the validation negative log-likelihood (Guo et al., 2017)."""
     if not len(labels):
         return 1.0
+    import torch  # only training needs it; the web process reads metrics without loading torch
+
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)

@@ -30,3 +30,11 @@ def test_database_url_selects_postgresql():
     code = "from django.conf import settings; print(settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['NAME'])"
     result = run_manage("shell", "-c", code, DEBUG="1", DATABASE_URL="postgres://postgres@127.0.0.1:5432/test")
     assert result.stdout.splitlines()[-1].split() == ["django.db.backends.postgresql", "test"]
+
+
+def test_the_web_process_does_not_load_torch():
+    """The admin and API only read metrics; torch loads in the worker, when a run trains or is promoted."""
+    code = ("from django.urls import get_resolver; get_resolver().url_patterns; "
+            "import sys, webapp.training.admin, webapp.review.admin, webapp.labeling.admin; print('torch' in sys.modules)")
+    result = run_manage("shell", "-c", code, DEBUG="1")
+    assert result.stdout.splitlines()[-1] == "False", result.stderr[-2000:]

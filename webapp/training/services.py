@@ -26,11 +26,9 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from mlcore.artifact import file_sha256
 from mlcore.config import TrainConfig
 from mlcore.data import OOS_LABEL, Example, LabeledData, dataset_fingerprint
 from mlcore.errors import ArtifactError, ConfigError, MlcoreError, TrainingCancelled
-from mlcore.onnx_export import onnx_uri_for
 from webapp.labeling.models import Utterance
 from webapp.training.models import DatasetSnapshot, Promotion, SnapshotRow, TrainingRun
 
@@ -353,6 +351,9 @@ def model_promote(*, run: TrainingRun, user: AbstractBaseUser | None, override_r
 
     Rolling back is promoting an older run.
     """
+    # torch-heavy imports stay out of the web process until a promotion needs them.
+    from mlcore.artifact import file_sha256
+    from mlcore.onnx_export import onnx_uri_for
     from mlcore.predictor import Predictor
 
     if run.status != TrainingRun.Status.SUCCEEDED:
