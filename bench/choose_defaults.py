@@ -17,7 +17,6 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 from bench.common import CLINC_FULL, header  # noqa: E402
 from mlcore.config import TrainConfig  # noqa: E402
 from mlcore.data import LabeledData, load_labeled_data  # noqa: E402
-from mlcore.evaluate import softmax  # noqa: E402
 from mlcore.train import train  # noqa: E402
 
 RECIPES = {

@@ -19,8 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-
 from bench.common import CLINC_FULL, header  # noqa: E402
 from mlcore.base_model import default_model_dir  # noqa: E402
 from mlcore.config import TrainConfig  # noqa: E402

@@ -109,7 +109,6 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from mlcore.data import load_labeled_data
-    from mlcore.evaluate import headline
     from mlcore.predictor import Predictor
     from mlcore.scoring import evaluate_predictor
 

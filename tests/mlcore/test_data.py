@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mlcore.data import (
-    Example, dataset_fingerprint, load_labeled_data, normalize_text, select_intents, stratified_split,
+    Example, LabeledData, dataset_fingerprint, load_labeled_data, normalize_text, select_intents, stratified_split,
 )
 from mlcore.errors import DataError
 from tests.factories import write_csv, write_jsonl
@@ -90,5 +90,5 @@ def test_fingerprint_ignores_order_and_sees_labels():
 
 def test_normalize_and_select():
     assert normalize_text(" a \n b ") == "a b"
-    data = load_labeled_data.__globals__["LabeledData"](train=[Example("a", "x"), Example("b", "y")], test=[Example("c", "y")])
+    data = LabeledData(train=[Example("a", "x"), Example("b", "y")], test=[Example("c", "y")])
     assert [e.intent for e in select_intents(data, ["y"]).train] == ["y"]

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import call_command
 
-from webapp.labeling.models import Intent, Utterance
+from webapp.labeling.models import Utterance
 from webapp.review import services
 from webapp.review.models import ReviewItem
 from tests.webapp_fixtures import review_event
@@ -160,7 +160,7 @@ def test_the_admin_index_shows_pending_items(client, labeler, intents):
 def test_replay_ingests_undelivered_events_once(db, tmp_path):
     lost = [review_event("first lost"), review_event("second lost")]
     lines = ["START RequestId: 1 Version: $LATEST",
-             *(f"2026-11-26T10:00:00Z\t1\tWARNING\t" + json.dumps({"event": "review_event_undelivered", "reason": "down", "review_event": e}) for e in lost),
+             *("2026-11-26T10:00:00Z\t1\tWARNING\t" + json.dumps({"event": "review_event_undelivered", "reason": "down", "review_event": e}) for e in lost),
              json.dumps({"event": "review_event_undelivered", "review_event": {"text": "broken"}}),
              json.dumps({"event": "classify", "latency_ms": 3})]
     log = tmp_path / "serving.log"

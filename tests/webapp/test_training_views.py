@@ -98,3 +98,12 @@ def test_the_groups_hold_the_documented_permissions(db):
     for name, expected in ROLE_PERMISSIONS.items():
         granted = {f"{p.content_type.app_label}.{p.codename}" for p in Group.objects.get(name=name).permissions.all()}
         assert granted == set(expected)
+
+
+def test_the_run_list_marks_the_production_run(client, ml_engineer, labeled_workspace, tiny_options, no_enqueue, serving_path):
+    runs = [services.training_run_start(user=ml_engineer, options=tiny_options) for _ in range(2)]
+    services.training_run_execute(run_id=runs[0].pk)
+    services.model_promote(run=TrainingRun.objects.get(pk=runs[0].pk), user=ml_engineer)
+    client.force_login(ml_engineer)
+    listed = client.get("/admin/training/trainingrun/").context["cl"].result_list
+    assert {run.pk: run.is_production for run in listed} == {runs[0].pk: True, runs[1].pk: False}

@@ -7,7 +7,6 @@ message per field, which the admin shows on the form and the API returns as 400.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

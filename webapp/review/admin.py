@@ -5,7 +5,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import Count, F, OuterRef, Subquery
 from django.template.response import TemplateResponse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 
 from webapp.review import services
 from webapp.review.forms import LabelAsForm

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, Subquery
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -49,6 +50,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # runs are launched from the "Launch retraining" page, not the generic add form
 
+    def get_queryset(self, request):
+        # The production run, looked up once in the query rather than once per listed row.
+        latest = Promotion.objects.order_by("-promoted_at", "-id").values("run_id")[:1]
+        return super().get_queryset(request).annotate(
+            production_run=Subquery(latest),
+            is_production=ExpressionWrapper(Q(pk=F("production_run")), output_field=BooleanField()),
+        )
+
     def has_launch_permission(self, request) -> bool:
         return request.user.has_perm("training.add_trainingrun")
 
@@ -68,8 +77,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="in production", boolean=True)
     def production(self, run: TrainingRun) -> bool:
-        current = services.promoted_run()
-        return bool(current and current.pk == run.pk)
+        return bool(run.is_production)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view

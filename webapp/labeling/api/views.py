@@ -1,4 +1,4 @@
-from django.db.models import Count, Q
+from django.db.models import Count
 from django_filters import rest_framework as filters
 from rest_framework import viewsets
 
