@@ -16,7 +16,7 @@ LAMBDA_ROOT = REPO_ROOT / "lambda"
 if str(LAMBDA_ROOT) not in sys.path:
     sys.path.insert(0, str(LAMBDA_ROOT))  # `lambda` is a keyword: its files are top-level modules, as on Lambda
 
-SERVING_MODULES = ("app", "serving_config", "serving_model", "serving_review")
+SERVING_MODULES = ("app", "serving_config", "serving_fast_path", "serving_model", "serving_review")
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +59,10 @@ def make_client():
 
     import app as app_module
 
-    def make(**settings):
+    def make(*, fast_path: bool = True, **settings):
         config = ServingSettings(**{"preload_model": False, "model_refresh_seconds": 0, **settings})
         store = ModelStore(config.model_uri, refresh_seconds=config.model_refresh_seconds)
-        client = TestClient(app_module.create_app(config, store), raise_server_exceptions=False)
+        client = TestClient(app_module.create_app(config, store, fast_path=fast_path), raise_server_exceptions=False)
         client.store = store
         return client
 

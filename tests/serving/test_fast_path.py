@@ -1,0 +1,123 @@
+"""POST /classify's fast path must answer exactly as the FastAPI route would, and leave to the
+route every request it does not answer itself."""
+
+import asyncio
+import json
+
+import pytest
+
+from tests.serving.events import FakeContext, function_url, http_api_v2, rest_api_v1
+
+TEXT = "show me today's news"
+JSON = {"content-type": "application/json"}
+
+# (body, headers): the ordinary case in several spellings, then every way of getting it wrong.
+REQUESTS = {
+    "plain": (json.dumps({"text": TEXT}).encode(), JSON),
+    "charset": (json.dumps({"text": TEXT}).encode(), {"content-type": "application/json; charset=utf-8"}),
+    "no content type": (json.dumps({"text": TEXT}).encode(), {}),
+    "extra field": (json.dumps({"text": TEXT, "lang": "en"}).encode(), JSON),
+    "unicode": (json.dumps({"text": "qué tiempo hace 🌧"}, ensure_ascii=False).encode(), JSON),
+    "form content type": (json.dumps({"text": TEXT}).encode(), {"content-type": "text/plain"}),
+    "blank text": (b'{"text": "   "}', JSON),
+    "too long": (json.dumps({"text": "x" * 1001}).encode(), JSON),
+    "not a string": (b'{"text": 42}', JSON),
+    "malformed": (b'{"text": ', JSON),
+    "not an object": (b"[1, 2]", JSON),
+    "empty body": (b"", JSON),
+    "bad utf-8": ("ü".encode("latin-1"), JSON),
+}
+
+
+def comparable(response) -> tuple:
+    body = response.json()
+    if isinstance(body, dict):
+        body.pop("prediction_id", None)  # a fresh uuid4 per answer
+    return response.status_code, response.headers.get("content-type"), body
+
+
+@pytest.fixture
+def clients(make_client, model_file):
+    return {fast: make_client(model_uri=str(model_file), fast_path=fast, api_keys="key-one") for fast in (True, False)}
+
+
+@pytest.mark.parametrize("case", REQUESTS)
+def test_both_paths_give_the_same_answer(clients, case):
+    body, headers = REQUESTS[case]
+    headers = {**headers, "x-api-key": "key-one"}
+    fast, routed = (clients[f].post("/classify", content=body, headers=headers) for f in (True, False))
+    assert comparable(fast) == comparable(routed)
+    assert fast.headers["content-length"] == str(len(fast.content))
+
+
+@pytest.mark.parametrize("key", [None, "wrong", "key-one "])
+def test_a_missing_or_wrong_key_is_refused_on_both_paths(clients, key):
+    headers = {"x-api-key": key} if key is not None else {}
+    for client in clients.values():
+        response = client.post("/classify", json={"text": TEXT}, headers=headers)
+        assert response.status_code == 401 and "x-api-key" in response.json()["detail"]
+
+
+def without_classify_route(app):
+    app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) != "/classify"]
+
+
+def test_an_ordinary_request_never_reaches_the_route_and_an_error_always_does(make_client, model_file):
+    client = make_client(model_uri=str(model_file))
+    client.post("/classify", json={"text": TEXT})  # loads the model: until then the route answers
+    without_classify_route(client.app)
+    assert client.post("/classify", json={"text": TEXT}).status_code == 200
+    assert client.post("/classify", json={"text": " "}).status_code == 404  # handed on, and the route is gone
+    assert client.get("/health").status_code == 200
+
+
+def test_the_route_answers_until_a_model_is_loaded(make_client, tmp_path, tiny_onnx):
+    missing = tmp_path / "model.onnx"
+    client = make_client(model_uri=str(missing))
+    response = client.post("/classify", json={"text": TEXT})
+    assert response.status_code == 503 and "no model file" in response.json()["detail"]
+    missing.write_bytes(tiny_onnx.read_bytes())
+    assert client.post("/classify", json={"text": TEXT}).status_code == 200  # the route loaded it
+    without_classify_route(client.app)
+    assert client.post("/classify", json={"text": TEXT}).status_code == 200  # now the fast path answers
+
+
+@pytest.mark.parametrize("shape", [http_api_v2, rest_api_v1, function_url])
+def test_every_event_shape_takes_the_fast_path(fresh_app_module, model_file, shape):
+    module = fresh_app_module(MODEL_URI=model_file, API_KEYS="")
+    without_classify_route(module.app)
+    response = module.handler(shape("POST", "/classify", {"text": TEXT}), FakeContext())
+    assert response["statusCode"] == 200 and json.loads(response["body"])["distribution"]
+
+
+def test_a_body_in_several_chunks_reaches_the_answer_and_the_app_whole():
+    from serving_fast_path import FastPath
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        message = await receive()
+        seen["app"] = message["body"]
+        await send({"type": "http.response.start", "status": 422, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    def answer(body, headers):
+        seen["answer"] = body
+        return b'{"ok": true}' if body.startswith(b"{") else None
+
+    def run(chunks):
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        sent = []
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/classify", "root_path": "", "headers": []}
+        asyncio.run(FastPath(app, path="/classify", answer=answer)(scope, receive, send))
+        return sent[0]["status"], sent[1]["body"]
+
+    assert run([b'{"text"', b': "hi"}']) == (200, b'{"ok": true}') and seen["answer"] == b'{"text": "hi"}'
+    assert run([b"[1, ", b"2]"]) == (422, b"no") and seen["app"] == b"[1, 2]"
