@@ -35,6 +35,8 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
+        if body is None:
+            return  # the client left before sending the whole body: nobody to answer
         payload = self.answer(body, scope["headers"])
         if payload is None:
             await self.app(scope, replay(body, receive), send)
@@ -50,16 +52,16 @@ def route_path(scope: Scope) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
-async def read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnects first."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -105,8 +105,9 @@ def test_a_body_in_several_chunks_reaches_the_answer_and_the_app_whole():
         seen["answer"] = body
         return b'{"ok": true}' if body.startswith(b"{") else None
 
-    def run(chunks):
-        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    def run(chunks, *, disconnect=False):
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1 or disconnect} for i, c in enumerate(chunks)]
+        messages += [{"type": "http.disconnect"}] if disconnect else []
         sent = []
 
         async def receive():
@@ -117,7 +118,67 @@ def test_a_body_in_several_chunks_reaches_the_answer_and_the_app_whole():
 
         scope = {"type": "http", "method": "POST", "path": "/classify", "root_path": "", "headers": []}
         asyncio.run(FastPath(app, path="/classify", answer=answer)(scope, receive, send))
-        return sent[0]["status"], sent[1]["body"]
+        return (sent[0]["status"], sent[1]["body"]) if sent else None
 
     assert run([b'{"text"', b': "hi"}']) == (200, b'{"ok": true}') and seen["answer"] == b'{"text": "hi"}'
     assert run([b"[1, ", b"2]"]) == (422, b"no") and seen["app"] == b"[1, 2]"
+    seen.clear()
+    assert run([b'{"text": "h'], disconnect=True) is None and not seen  # a client that left gets nothing
+
+
+UVICORN = """
+import sys, uvicorn, app
+app.app.router.routes[:] = [r for r in app.app.router.routes if getattr(r, "path", None) != "/classify"]
+uvicorn.run(app.app, host="127.0.0.1", port=int(sys.argv[1]), root_path="/prod", log_level="warning")
+"""
+
+
+@pytest.fixture
+def uvicorn_server(model_file):
+    """The app in a real uvicorn process, behind a root path, with the FastAPI /classify route
+    removed: only the fast path can answer a classify request there."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.aws_fixtures import _free_port
+    from tests.factories import REPO_ROOT
+
+    port = _free_port()
+    env = {**os.environ, "MODEL_URI": str(model_file), "API_KEYS": ""}
+    process = subprocess.Popen([sys.executable, "-c", UVICORN, str(port)], cwd=REPO_ROOT / "lambda", env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url + "/health", timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"uvicorn did not start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_under_uvicorn_the_fast_path_answers_even_a_chunked_body(uvicorn_server):
+    import httpx
+
+    def chunks():
+        yield b'{"text": "show me '
+        yield b"today's news\"}"
+
+    with httpx.Client(base_url=uvicorn_server, timeout=10) as client:
+        plain = client.post("/classify", json={"text": TEXT})
+        chunked = client.post("/classify", content=chunks(), headers=JSON)
+        bad = client.post("/classify", content=b'{"text": ', headers=JSON)
+    assert chunked.request.headers.get("transfer-encoding") == "chunked"
+    assert plain.status_code == chunked.status_code == 200
+    assert plain.json()["distribution"] == chunked.json()["distribution"]
+    assert bad.status_code == 404  # handed on to the app, whose route is gone
