@@ -57,14 +57,20 @@ def wait_for(url: str, name: str, timeout: float = 120) -> None:
 
 def stop_all(*_) -> None:
     print("\nstopping...", flush=True)
+    # SIGTERM to each leader only: qcluster stops its own pusher, workers and monitor in order (in
+    # about a second), and hangs if they get the signal too. Whatever is left in a group then goes.
     for process in children:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            process.terminate()
     for process in children:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has exited
     print("stopped.", flush=True)
     sys.exit(0)
 
