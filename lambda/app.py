@@ -88,13 +88,13 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
                     raise ValueError(f"texts[{index}]: {exc}") from None
             return texts
 
-    def key_is_valid(supplied: bytes) -> bool:
+    def key_is_valid(supplied: str) -> bool:
         # Compare with every key, in constant time, so timing reveals nothing about them.
-        matches = [hmac.compare_digest(supplied, key.encode()) for key in settings.api_keys]
+        matches = [hmac.compare_digest(supplied.encode(), key.encode()) for key in settings.api_keys]
         return any(matches)
 
     async def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        if settings.api_keys and not key_is_valid((x_api_key or "").encode()):
+        if settings.api_keys and not key_is_valid(x_api_key or ""):
             raise HTTPException(status_code=401, detail="a valid x-api-key header is required")
 
     def model():
@@ -167,7 +167,7 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         answers the same way or with the error (401, 422, 503) that FastAPI would give."""
         started_at = time.perf_counter()
         # Decoded as Starlette decodes headers, so both paths accept exactly the same keys.
-        if settings.api_keys and not key_is_valid((header(headers, b"x-api-key") or b"").decode("latin-1").encode()):
+        if settings.api_keys and not key_is_valid((header(headers, b"x-api-key") or b"").decode("latin-1")):
             return None
         if store.current is None or not is_json(header(headers, b"content-type")):
             return None  # with no model loaded yet, the route tries to load it, or says why not

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # (the request body, the request's headers) -> the JSON answer, or None for "let the app answer".
-Answer = Callable[[bytes, Sequence[tuple[bytes, bytes]]], "bytes | None"]
+Answer = Callable[[bytes, Sequence[tuple[bytes, bytes]]], bytes | None]
 
 
 class FastPath:
