@@ -152,18 +152,35 @@ TRAINING_HEARTBEAT_TIMEOUT_SECONDS = env.int("TRAINING_HEARTBEAT_TIMEOUT_SECONDS
 TRAINING_PROGRESS_INTERVAL_SECONDS = env.float("TRAINING_PROGRESS_INTERVAL_SECONDS", default=0.5)
 # CPU threads a training run uses (torch's intra-op pool).
 TRAINING_THREADS = env.int("TRAINING_THREADS", default=os.cpu_count() or 1)
+# How often the scheduled sweep fails runs and promotions whose worker died.
+TRAINING_SWEEP_MINUTES = env.int("TRAINING_SWEEP_MINUTES", default=1)
+# A promotion holds the publishing lock at most this long; a crashed worker's lock expires then.
+PROMOTION_LOCK_SECONDS = env.int("PROMOTION_LOCK_SECONDS", default=900)
+for _name, _minimum in (("TRAINING_TIMEOUT_SECONDS", 60), ("TRAINING_HEARTBEAT_TIMEOUT_SECONDS", 10), ("TRAINING_THREADS", 1),
+                        ("TRAINING_SWEEP_MINUTES", 1), ("PROMOTION_LOCK_SECONDS", 60)):
+    if globals()[_name] < _minimum:
+        raise ImproperlyConfigured(f"{_name} must be at least {_minimum}, got {globals()[_name]}.")
+# Two queues, each served by its own `qcluster` process: training runs (long, one at a time) on
+# "<name>-training", and the short jobs (promotions, the review drain, the sweep) on "<name>", so a
+# promotion never waits hours behind a training run. Start the training one with
+# Q_CLUSTER_NAME=<name>-training (make demo starts both). Q_CLUSTER_PREFIX sets <name>.
+# The short jobs' limit (a promotion exports and re-scores a model: minutes, not hours).
+JOB_TIMEOUT_SECONDS = env.int("JOB_TIMEOUT_SECONDS", default=3600)
+_Q_PREFIX = env.str("Q_CLUSTER_PREFIX", default="intentflow")
 Q_CLUSTER = {
-    # Clusters sharing a broker and a name share the queue (and the signing salt).
-    "name": env.str("Q_CLUSTER_NAME", default="intentflow"),
-    # One worker process: one run trains at a time, the others wait as "queued".
+    # Processes sharing a broker and this name share the queues; it is also the tasks' signing salt.
+    "name": _Q_PREFIX,
+    # One worker process per cluster: one run trains at a time, the others wait as "queued".
     "workers": env.int("Q_WORKERS", default=1),
-    # Training can last for hours. `timeout` is how long a worker may run one task before django-q
-    # kills it: set well above the longest training. `retry` is how long the broker waits for an
-    # acknowledgement before handing the same task out again: it must exceed `timeout`, or a long
-    # run would be started a second time while the first still trains. `max_attempts=1` never
-    # re-runs a task that failed, and the task itself only starts a run that is still "queued".
-    "timeout": TRAINING_TIMEOUT_SECONDS,
-    "retry": TRAINING_TIMEOUT_SECONDS + 3600,
+    # `timeout` is how long a worker may run one task before django-q kills it. `retry` is how long
+    # the broker waits for an acknowledgement before handing the same task out again: it must
+    # exceed `timeout`, or a long task would be started a second time while the first still runs.
+    # `max_attempts=1` never re-runs a task that failed, and the tasks themselves only start a run
+    # or a promotion that is still "queued".
+    "timeout": JOB_TIMEOUT_SECONDS,
+    "retry": JOB_TIMEOUT_SECONDS + 3600,
+    # The training queue's cluster: a run can last for hours, so its limit is set well above the longest one.
+    "ALT_CLUSTERS": {f"{_Q_PREFIX}-training": {"timeout": TRAINING_TIMEOUT_SECONDS, "retry": TRAINING_TIMEOUT_SECONDS + 3600}},
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
@@ -176,11 +193,27 @@ Q_CLUSTER = {
 REVIEW_QUEUE_URL = env.str("REVIEW_QUEUE_URL", default="")
 AWS_SQS_ENDPOINT_URL = env.str("AWS_SQS_ENDPOINT_URL", default="") or None
 REVIEW_DRAIN_MINUTES = env.int("REVIEW_DRAIN_MINUTES", default=1)
+if REVIEW_DRAIN_MINUTES < 1:
+    raise ImproperlyConfigured(f"REVIEW_DRAIN_MINUTES must be at least 1, got {REVIEW_DRAIN_MINUTES}.")
 
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)
 if MIN_EXAMPLES_PER_INTENT < 1:
     raise ImproperlyConfigured(f"MIN_EXAMPLES_PER_INTENT must be at least 1, got {MIN_EXAMPLES_PER_INTENT}.")
+
+# Input limits. An import is read as a stream, but its distinct texts are held for the duplicate
+# and conflict checks (measured: 350 bytes a row for 60-character texts): 1,000,000 rows need
+# about 0.5 GB, within a 2 GB machine, and 200 MB holds them at 200 bytes a row (CLINC150,
+# 23,700 rows, is 2.5 MB).
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=200_000_000)
+IMPORT_MAX_ROWS = env.int("IMPORT_MAX_ROWS", default=1_000_000)
+# One review event: a 1000-character text and a distribution over a few hundred intents fit in 64 kB.
+REVIEW_MAX_BODY_BYTES = env.int("REVIEW_MAX_BODY_BYTES", default=64 * 1024)
+for _limit in ("IMPORT_MAX_BYTES", "IMPORT_MAX_ROWS", "REVIEW_MAX_BODY_BYTES"):
+    if globals()[_limit] < 1:
+        raise ImproperlyConfigured(f"{_limit} must be at least 1, got {globals()[_limit]}.")
+# Uploads go to a temporary file, never memory, and stop being stored past IMPORT_MAX_BYTES.
+FILE_UPLOAD_HANDLERS = ["webapp.labeling.uploads.CappedTemporaryFileUploadHandler"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -189,6 +222,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["webapp.labeling.api.permissions.ModelPermissions"],
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.labeling.api.parsers.JSONParser",  # too deep a JSON document is a 400, not a 500
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
@@ -196,7 +234,8 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, with the error answers (400/401/403/404) declared on every operation.
+    "DEFAULT_SCHEMA_CLASS": "webapp.labeling.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "webapp.labeling.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

@@ -93,15 +93,15 @@ def test_adding_a_duplicate_text_names_the_existing_utterance(client, labeler, w
     assert Utterance.objects.count() == 3
 
 
-def test_import_page_with_a_valid_file(client, labeler, workspace):
-    client.force_login(labeler)
+def test_import_page_with_a_valid_file(client, ml_engineer, workspace):
+    client.force_login(ml_engineer)  # the file names a new intent: an ML engineer's right (tests/webapp/test_inputs.py)
     upload = SimpleUploadedFile("new.csv", b"text,intent\nread me the news,get_news\nplay some jazz,play_music\nweather in rome,get_weather\n")
     response = client.post(reverse("admin:labeling_utterance_import"), {"file": upload, "splits": ["train"]})
     body = response.content.decode()
     assert response.status_code == 200 and "Import finished" in body
     assert response.context["report"].created == 2 and response.context["report"].duplicates == 1
     assert Intent.objects.filter(name="get_weather").exists()
-    assert Utterance.objects.get(text="read me the news").created_by == labeler
+    assert Utterance.objects.get(text="read me the news").created_by == ml_engineer
 
 
 def test_import_page_with_conflicts_writes_nothing_and_lists_them(client, labeler, workspace):

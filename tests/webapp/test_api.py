@@ -50,7 +50,7 @@ def test_an_intent_in_use_cannot_be_deleted(api_for, ml_engineer, news, utteranc
         ({"text": "   "}, "text", "blank"),
         ({}, "text", "required"),
         ({"text": "hi", "intent": "no_such_intent"}, "intent", "does not exist"),
-        ({"text": "x" * 10_000}, "text", "no more than 1000 characters"),
+        ({"text": "x" * 10_000}, "text", "at most 1000 are allowed"),
         ({"text": ["a", "list"]}, "text", "Not a valid string"),
         ({"text": "hi", "intent": 12}, "intent", "does not exist"),
         ({"text": {"nested": 1}}, "text", "Not a valid string"),
@@ -95,3 +95,56 @@ def test_openapi_schema_and_docs(client, db):
     assert schema.status_code == 200 and b"/api/v1/utterances/" in schema.content
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
+
+
+def test_a_new_intent_is_answered_with_its_labeled_count(api_for, ml_engineer, db):
+    response = api_for(ml_engineer).post("/api/v1/intents/", {"name": "get_weather"}, format="json")
+    assert response.status_code == 201 and response.json()["labeled_count"] == 0
+
+
+def test_an_id_that_is_not_a_number_is_a_json_404(api_for, labeler):
+    # Ids a fuzzer sends for an integer: DRF's default route pattern stops at the dot, and the URL
+    # resolver's HTML 404 page answered instead of the API.
+    for url in ("/api/v1/utterances/-1.07e-63/", "/api/v1/intents/0.5/", "/api/v1/training-runs/1.0e-5/"):
+        response = api_for(labeler).get(url)
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", url
+        assert response.json()["detail"], url
+
+
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        # ISO 8601 allows any offset; PostgreSQL only up to ±15:59: the filter compares in UTC.
+        ({"created_before": "0294-11-18T13:42:07-19:22"}, 200),
+        ({"created_after": "0001-01-01T00:00:00+01:00"}, 400),  # before year 1 in UTC
+        ({"created_after": "2026-02-30T00:00:00Z"}, 400),
+        ({"search": "a\x00b"}, 400),
+        ({"intent": "\x00"}, 400),
+    ],
+)
+def test_odd_query_parameters_are_answered_not_500(api_for, labeler, news, query, status):
+    response = api_for(labeler).get(URL, query)
+    assert response.status_code == status, response.content
+    if status == 400:  # always an object of messages, as the schema declares
+        assert isinstance(response.json(), dict) and all(isinstance(v, list) for v in response.json().values())
+
+
+def test_the_schema_declares_the_error_answers(client, db):
+    schema = client.get("/api/schema/?format=json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert {"400", "401", "403"} <= codes, (method, path)
+            one_object = "{" in path
+            paginated_list = method == "get" and "#/components/schemas/Paginated" in str(operation["responses"]["200"])
+            assert ("404" in codes) == (one_object or paginated_list), (method, path)
+            assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorDetail"}
+            assert operation["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationErrors"}
+    assert schema["components"]["schemas"]["ErrorDetail"]["required"] == ["detail"]
+    ingest = schema["paths"]["/api/v1/review-items/"]["post"]
+    assert {"200", "201", "413", "415"} <= set(ingest["responses"])
+    assert list(ingest["requestBody"]["content"]) == ["application/json"]
+    event = schema["components"]["schemas"]["ReviewEvent"]
+    assert set(event["required"]) == {"prediction_id", "text", "distribution", "model_version", "threshold", "time"}
+    assert event["properties"]["distribution"]["maxItems"] == 10_000
+    assert event["properties"]["text"]["maxLength"] == 1000

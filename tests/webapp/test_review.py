@@ -1,12 +1,15 @@
 """The review queue: ingestion (API, SQS, replay), the admin queue and its actions."""
 
+import io
 import json
+from datetime import datetime, timezone
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import call_command
+from django.db import connection
 
-from webapp.labeling.models import Utterance
+from webapp.labeling.models import Intent, Utterance
 from webapp.review import services
 from webapp.review.models import ReviewItem
 from tests.webapp_fixtures import review_event
@@ -18,6 +21,25 @@ QUEUE = "/admin/review/reviewitem/"
 @pytest.fixture
 def intents(intent_factory):
     return {name: intent_factory(name) for name in ("get_news", "play_music", "get_weather")}
+
+
+@pytest.fixture
+def database_refuses(db):
+    """The database itself refuses to store a review item with this text (a real trigger, so the
+    error comes from the database as any DataError would); the test's rollback removes it."""
+
+    def refuse(text: str) -> None:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("CREATE FUNCTION refuse_review_text() RETURNS trigger AS $$ BEGIN "
+                               f"IF NEW.text = '{text}' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
+                cursor.execute("CREATE TRIGGER refuse_review_text BEFORE INSERT ON review_reviewitem "
+                               "FOR EACH ROW EXECUTE FUNCTION refuse_review_text()")
+            else:
+                cursor.execute(f"CREATE TRIGGER refuse_review_text BEFORE INSERT ON review_reviewitem WHEN NEW.text = '{text}' "
+                               "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+
+    return refuse
 
 
 def test_the_service_token_posts_items_and_the_same_event_makes_one(api_for, reporter):
@@ -58,11 +80,53 @@ def test_the_service_token_can_do_nothing_else(api_for, reporter):
         ({"distribution": [{"probability": 0.5}]}, "distribution", "item 0 must be an object"),
         ({"threshold": "high"}, "threshold", "from 0 to 1"),
         ({"time": "yesterday"}, "time", "ISO 8601"),
+        ({"time": "2026-02-30T00:00:00+00:00"}, "time", "no such date"),
+        ({"time": "2026-11-30T25:00:00"}, "time", "no such date"),
+        ({"time": "9999-12-31T23:00:00-05:00"}, "time", "no such date"),
+        ({"time": 1764496800}, "time", "ISO 8601"),
+        ({"threshold": 10**400}, "threshold", "from 0 to 1"),
+        ({"model_version": "abc\x00def"}, "model_version", "without control characters"),
+        ({"model_version": "v" * 65}, "model_version", "1 to 64 characters"),
+        ({"distribution": [{"intent": "n" * 101, "probability": 0.4}]}, "distribution", "at most 100"),
+        ({"distribution": [{"intent": "get\x00news", "probability": 0.4}]}, "distribution[0].intent", "without control characters"),
+        ({"distribution": [{"intent": f"i{n}", "probability": 0.0001} for n in range(10_001)]}, "distribution", "at most 10000"),
     ],
 )
-def test_a_malformed_event_is_400_with_a_reason(api_for, reporter, change, field, reason):
+def test_a_malformed_event_is_400_with_a_reason(api_for, reporter, settings, change, field, reason):
+    settings.REVIEW_MAX_BODY_BYTES = 10**7  # the body limit would answer first for the 10,001 entries
     response = api_for(reporter).post(URL, review_event(**change), format="json")
     assert response.status_code == 400 and reason in " ".join(response.json()[field])
+    assert not ReviewItem.objects.exists()
+
+
+def test_a_time_without_an_offset_is_refused_and_one_with_an_offset_is_kept_in_utc(api_for, reporter):
+    response = api_for(reporter).post(URL, review_event(time="2026-11-30T03:00:00"), format="json")
+    assert response.status_code == 400 and "without a UTC offset" in " ".join(response.json()["time"])
+    response = api_for(reporter).post(URL, review_event(time="2026-11-30T04:00:00+01:00"), format="json")
+    assert response.status_code == 201, response.content
+    assert ReviewItem.objects.get().predicted_at == datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc)
+
+
+def test_only_the_stored_top_three_are_checked_in_full(api_for, reporter):
+    # An intent name outside the top three is not stored, so its content does not matter.
+    event = review_event(distribution=[{"intent": "get_news", "probability": 0.41}, {"intent": "b", "probability": 0.3},
+                                       {"intent": "c", "probability": 0.2}, {"intent": "odd\x00name", "probability": 0.09}])
+    response = api_for(reporter).post(URL, event, format="json")
+    assert response.status_code == 201, response.content
+    assert [t["intent"] for t in ReviewItem.objects.get().top_intents] == ["get_news", "b", "c"]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(api_for, reporter, settings):
+    settings.REVIEW_MAX_BODY_BYTES = 2048
+    event = review_event(text="a long one " * 200)  # within the text limit, over the body limit
+    response = api_for(reporter).post(URL, event, format="json")
+    assert response.status_code == 413 and "at most 2048" in response.json()["detail"]
+    assert api_for(reporter).post(URL, review_event(), format="json").status_code == 201
+
+
+def test_json_nested_too_deeply_is_400(api_for, reporter):
+    response = api_for(reporter).post(URL, "[" * 5000 + "]" * 5000, content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
 
 
 def test_a_missing_field_is_named(api_for, reporter):
@@ -118,11 +182,22 @@ def test_label_as_goes_through_a_page_to_choose_the_intent(client, labeler, inte
 
 
 def test_out_of_scope_keeps_the_text_as_an_oos_example(client, labeler, intents):
+    oos = Intent.objects.get(name="oos")  # made by a migration, not by the action
     item, _ = services.review_item_ingest(event=review_event("what is the meaning of life"))
     client.force_login(labeler)
     act(client, "mark_out_of_scope", [item])
     item.refresh_from_db()
-    assert item.status == "out_of_scope" and item.utterance.intent.name == "oos"
+    assert item.status == "out_of_scope" and item.utterance.intent == oos
+
+
+def test_out_of_scope_never_creates_an_intent(client, labeler, intents):
+    Intent.objects.filter(name="oos").delete()  # an ML engineer removed it
+    item, _ = services.review_item_ingest(event=review_event("what is the meaning of life"))
+    client.force_login(labeler)
+    body = act(client, "mark_out_of_scope", [item]).content.decode()
+    assert "There is no &#x27;oos&#x27; intent for out-of-scope texts; an ML engineer can create it." in body
+    item.refresh_from_db()
+    assert item.status == "pending" and not Intent.objects.filter(name="oos").exists() and not Utterance.objects.exists()
 
 
 def test_dismiss_resolves_without_a_label(client, labeler, intents):
@@ -157,10 +232,14 @@ def test_the_admin_index_shows_pending_items(client, labeler, intents):
     assert '<strong id="pending-count">2</strong>' in body and "No model has been promoted yet" in body
 
 
+def undelivered(event, prefix: str = "2026-11-26T10:00:00Z\t1\tWARNING\t") -> str:
+    return prefix + json.dumps({"event": "review_event_undelivered", "reason": "down", "review_event": event})
+
+
 def test_replay_ingests_undelivered_events_once(db, tmp_path):
     lost = [review_event("first lost"), review_event("second lost")]
     lines = ["START RequestId: 1 Version: $LATEST",
-             *("2026-11-26T10:00:00Z\t1\tWARNING\t" + json.dumps({"event": "review_event_undelivered", "reason": "down", "review_event": e}) for e in lost),
+             *(undelivered(e) for e in lost),
              json.dumps({"event": "review_event_undelivered", "review_event": {"text": "broken"}}),
              json.dumps({"event": "classify", "latency_ms": 3})]
     log = tmp_path / "serving.log"
@@ -171,19 +250,82 @@ def test_replay_ingests_undelivered_events_once(db, tmp_path):
     assert (report.events, report.created, report.duplicates, report.malformed) == (3, 0, 2, 1)
 
 
-def test_the_drain_task_moves_sqs_messages_into_the_queue(db, aws, moto_server, settings):
+def test_replay_counts_a_bad_line_and_goes_on(db, tmp_path, database_refuses):
+    database_refuses("the database says no")
+    lines = [undelivered(review_event("before")),
+             "WARNING " + '{"event": "review_event_undelivered", "review_event": {"text": ',  # cut off: not JSON
+             undelivered(review_event("bad time", time="2026-02-30T00:00:00+00:00")),
+             undelivered(review_event("the database says no")),
+             undelivered(review_event("after"))]
+    log = tmp_path / "serving.log"
+    log.write_text("\n".join(lines) + "\n")
+    out = io.StringIO()
+    call_command("replay_review_events", str(log), stdout=out)
+    assert sorted(ReviewItem.objects.values_list("text", flat=True)) == ["after", "before"]
+    assert "2 review items created, 0 already present, 2 malformed, 1 refused by the database" in out.getvalue()
+
+
+@pytest.fixture
+def review_queue(aws, moto_server, settings):
+    """An SQS queue with a dead-letter queue after ``max_receives`` receives, wired into the settings."""
+
+    def make(name: str, *, max_receives: int = 5, visibility: int = 30) -> tuple:
+        sqs = aws("sqs")
+        dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+        dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=name, Attributes={
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(max_receives)}),
+        })["QueueUrl"]
+        settings.REVIEW_QUEUE_URL, settings.AWS_SQS_ENDPOINT_URL = url, moto_server
+        return sqs, url, dead
+
+    return make
+
+
+def queue_counts(sqs, url) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_the_drain_task_moves_sqs_messages_into_the_queue(db, review_queue):
     from webapp.review.tasks import review_queue_drain_task
 
-    sqs = aws("sqs")
-    queue_url = sqs.create_queue(QueueName="review-events")["QueueUrl"]
-    settings.REVIEW_QUEUE_URL, settings.AWS_SQS_ENDPOINT_URL = queue_url, moto_server
+    sqs, queue_url, _ = review_queue("review-events")
     event = review_event("drained text")
-    for body in (json.dumps(event), json.dumps(event), json.dumps(event), "{not json", json.dumps({"text": "no id"})):
+    for body in (json.dumps(event), json.dumps(event), json.dumps(event)):
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
     counts = review_queue_drain_task()
-    assert counts == {"received": 5, "created": 1, "duplicates": 2, "malformed": 2}
+    assert counts == {"received": 3, "created": 1, "duplicates": 2, "malformed": 0, "failed": 0}
     assert ReviewItem.objects.get().text == "drained text"
-    assert "Messages" not in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+    assert queue_counts(sqs, queue_url) == (0, 0)
+
+
+def test_a_bad_message_does_not_stop_the_batch_and_is_left_for_the_dead_letter_queue(db, review_queue, database_refuses):
+    # Visible again at once: without its memory of what it has seen, the drain would loop on the bad ones.
+    sqs, queue_url, dead = review_queue("review-mixed", visibility=0)
+    database_refuses("the database says no")
+    bodies = [json.dumps(review_event("first good")), "{not json", json.dumps({"text": "no id"}),
+              json.dumps(review_event("the database says no")), json.dumps(review_event("second good"))]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    counts = services.review_queue_drain()
+    assert counts == {"received": 5, "created": 2, "duplicates": 0, "malformed": 2, "failed": 1}
+    assert sorted(ReviewItem.objects.values_list("text", flat=True)) == ["first good", "second good"]
+    # The malformed two are not deleted but hidden (for the redrive policy); the refused one waits for the next drain.
+    assert queue_counts(sqs, queue_url) == (1, 2)
+    assert queue_counts(sqs, dead) == (0, 0)
+
+
+def test_a_malformed_message_reaches_the_dead_letter_queue(db, review_queue, monkeypatch):
+    sqs, queue_url, dead = review_queue("review-poison", max_receives=2, visibility=0)
+    monkeypatch.setattr(services, "MALFORMED_MESSAGE_HIDE_SECONDS", 0)  # visible again at once, for the next drain
+    sqs.send_message(QueueUrl=queue_url, MessageBody="{not json")
+    for _ in range(3):  # SQS moves it after its second receive
+        services.review_queue_drain()
+    assert queue_counts(sqs, queue_url) == (0, 0)
+    assert sqs.receive_message(QueueUrl=dead)["Messages"][0]["Body"] == "{not json"
 
 
 def test_the_drain_is_scheduled(db):

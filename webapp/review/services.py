@@ -12,23 +12,33 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any, Iterable
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from mlcore.data import OOS_LABEL
 from webapp.labeling import services as labeling
-from webapp.labeling.models import MAX_TEXT_LENGTH, Intent, Utterance, text_key
+from webapp.labeling.models import Intent, Utterance, text_key
+from webapp.labeling.services import strip_unstorable
 from webapp.review.models import ReviewItem
 
 logger = logging.getLogger(__name__)
 UNDELIVERED_EVENT = "review_event_undelivered"  # the log line the serving app writes for a lost event
+
+
+# The distribution holds one entry per intent of the model; no model has more than this.
+MAX_DISTRIBUTION_ENTRIES = 10_000
+INTENT_NAME_MAX_LENGTH = ReviewItem._meta.get_field("predicted_intent").max_length
+MODEL_VERSION_MAX_LENGTH = ReviewItem._meta.get_field("model_version").max_length
+EVENT_FIELDS = ("prediction_id", "text", "distribution", "model_version", "threshold", "time")
+STORED_INTENTS = 3  # the top three of the distribution are kept with the item
 
 
 @dataclass(frozen=True)
@@ -42,44 +52,89 @@ class ReviewEvent:
 
 
 def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValidationError({field: f"must be a number from 0 to 1, got {value!r}."})
+    # Compared before float(): an integer too big for a float would raise OverflowError.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValidationError({field: f"must be a number from 0 to 1, got {str(value)[:40]}."})
     return float(value)
 
 
+def _label(value: Any, field: str, *, max_length: int) -> str:
+    """A stored name (an intent, the model version): 1 to ``max_length`` characters, none of them
+    a control character. Refused, not repaired: a changed name would name something else."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_length or strip_unstorable(value) != value:
+        raise ValidationError({field: f"must be a string of 1 to {max_length} characters without control characters."})
+    return value
+
+
+def _distribution(value: Any) -> list[dict[str, Any]]:
+    """The entries sorted by probability. Each is checked for shape; only the stored top three
+    are checked in full (an intent name of the others is not kept, so its content does not matter)."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError({"distribution": "must be a non-empty list of {intent, probability} objects."})
+    if len(value) > MAX_DISTRIBUTION_ENTRIES:
+        raise ValidationError({"distribution": f"has {len(value)} entries; at most {MAX_DISTRIBUTION_ENTRIES} are allowed."})
+    entries = []  # (probability, index in the event, intent)
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict) or not isinstance(entry.get("intent"), str) or not entry["intent"]:
+            raise ValidationError({"distribution": f"item {index} must be an object with an 'intent' name and a 'probability'."})
+        if len(entry["intent"]) > INTENT_NAME_MAX_LENGTH:
+            raise ValidationError({"distribution": f"item {index}'s intent has {len(entry['intent'])} characters; "
+                                                   f"at most {INTENT_NAME_MAX_LENGTH} are allowed."})
+        entries.append((_number(entry.get("probability"), f"distribution[{index}].probability"), index, entry["intent"]))
+    entries.sort(key=lambda entry: -entry[0])
+    for _, index, intent in entries[:STORED_INTENTS]:
+        _label(intent, f"distribution[{index}].intent", max_length=INTENT_NAME_MAX_LENGTH)
+    return [{"intent": intent, "probability": probability} for probability, _, intent in entries]
+
+
+def _moment(value: Any) -> datetime:
+    """An ISO 8601 time with its UTC offset (the serving app sends one), in UTC. A time without an
+    offset is refused: guessing its zone could misplace the prediction by hours."""
+    problem = f"must be an ISO 8601 date and time, got {str(value)[:40]!r}."
+    try:
+        moment = parse_datetime(value) if isinstance(value, str) else None
+        if moment is None:
+            raise ValidationError({"time": problem})
+        if timezone.is_naive(moment):
+            raise ValidationError({"time": f"{problem[:-1]} without a UTC offset; add one, e.g. +00:00 or Z."})
+        return moment.astimezone(dt_timezone.utc)  # also proves the time exists in UTC (not past year 9999)
+    except (ValueError, OverflowError):  # a well-formed but impossible date: 30 February, hour 25
+        raise ValidationError({"time": f"{problem[:-1]}: no such date or time."}) from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError({"text": "must be a non-empty string."})
+    try:
+        return labeling.clean_text(value)
+    except ValidationError as exc:
+        if not strip_unstorable(value).strip():
+            raise ValidationError({"text": "must be a non-empty string."}) from None
+        raise ValidationError({"text": exc.messages}) from None
+
+
 def review_event_clean(event: Any) -> ReviewEvent:
-    """Check a raw event (a dict from JSON); every problem is a ValidationError naming the field."""
+    """Check a raw event (a dict from JSON); every problem is a ValidationError naming the field.
+
+    The text is cleaned as every way in cleans it (``labeling.clean_text``).
+    """
     if not isinstance(event, dict):
         raise ValidationError({"event": "must be a JSON object."})
-    missing = [f for f in ("prediction_id", "text", "distribution", "model_version", "threshold", "time") if f not in event]
+    missing = [f for f in EVENT_FIELDS if f not in event]
     if missing:
         raise ValidationError({f: "This field is required." for f in missing})
     try:
         prediction_id = uuid.UUID(str(event["prediction_id"]))
     except ValueError:
-        raise ValidationError({"prediction_id": f"must be a UUID, got {event['prediction_id']!r}."}) from None
-    text = event["text"]
-    if not isinstance(text, str) or not text.strip():
-        raise ValidationError({"text": "must be a non-empty string."})
-    if len(text) > MAX_TEXT_LENGTH:
-        raise ValidationError({"text": f"has {len(text)} characters; at most {MAX_TEXT_LENGTH} are allowed."})
-    distribution = event["distribution"]
-    if not isinstance(distribution, list) or not distribution:
-        raise ValidationError({"distribution": "must be a non-empty list of {intent, probability} objects."})
-    cleaned = []
-    for index, entry in enumerate(distribution):
-        if not isinstance(entry, dict) or not isinstance(entry.get("intent"), str) or not entry["intent"]:
-            raise ValidationError({"distribution": f"item {index} must be an object with an 'intent' name and a 'probability'."})
-        cleaned.append({"intent": entry["intent"], "probability": _number(entry.get("probability"), f"distribution[{index}].probability")})
-    cleaned.sort(key=lambda entry: -entry["probability"])
-    if not isinstance(event["model_version"], str) or not 0 < len(event["model_version"]) <= 64:
-        raise ValidationError({"model_version": "must be a string of 1 to 64 characters."})
-    moment = parse_datetime(str(event["time"])) if isinstance(event["time"], str) else None
-    if moment is None:
-        raise ValidationError({"time": f"must be an ISO 8601 date and time, got {event['time']!r}."})
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, timezone.utc)
-    return ReviewEvent(prediction_id, " ".join(text.split()), cleaned, event["model_version"], _number(event["threshold"], "threshold"), moment)
+        raise ValidationError({"prediction_id": f"must be a UUID, got {str(event['prediction_id'])[:60]!r}."}) from None
+    return ReviewEvent(
+        prediction_id=prediction_id,
+        text=_text(event["text"]),
+        distribution=_distribution(event["distribution"]),
+        model_version=_label(event["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
+        threshold=_number(event["threshold"], "threshold"),
+        time=_moment(event["time"]),
+    )
 
 
 def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
@@ -88,7 +143,7 @@ def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
     existing = ReviewItem.objects.filter(prediction_id=clean.prediction_id).first()
     if existing is not None:
         return existing, False
-    top = clean.distribution[:3]
+    top = clean.distribution[:STORED_INTENTS]
     second = clean.distribution[1]["probability"] if len(clean.distribution) > 1 else 0.0
     item = ReviewItem(
         prediction_id=clean.prediction_id, text=clean.text, text_key=text_key(clean.text),
@@ -100,7 +155,10 @@ def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
         with transaction.atomic():
             item.save()
     except IntegrityError:  # the same event arrived twice at once: the other delivery stored it
-        return ReviewItem.objects.get(prediction_id=clean.prediction_id), False
+        stored = ReviewItem.objects.filter(prediction_id=clean.prediction_id).first()
+        if stored is None:  # not a duplicate: some other constraint refused the row
+            raise
+        return stored, False
     return item, True
 
 
@@ -144,9 +202,14 @@ def review_item_accept(*, item: ReviewItem, user: AbstractBaseUser | None) -> in
 
 def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None) -> int:
     """Keep the text as an out-of-scope example (intent ``oos``): it tunes the threshold and
-    measures out-of-scope recall in later runs, as CLINC150's out-of-scope queries do."""
+    measures out-of-scope recall in later runs, as CLINC150's out-of-scope queries do.
+
+    The ``oos`` intent is made by a migration; this never creates it (creating intents is an ML
+    engineer's right), and says so if an ML engineer has deleted it."""
+    oos = Intent.objects.filter(name=OOS_LABEL).first()
+    if oos is None:
+        raise ValidationError({"intent": f"There is no {OOS_LABEL!r} intent for out-of-scope texts; an ML engineer can create it."})
     with transaction.atomic():
-        oos, _ = Intent.objects.get_or_create(name=OOS_LABEL, defaults={"description": "Out of scope: none of the intents."})
         utterance = _utterance_for(item.text, oos, user)
         return _resolve(_group(item), status=ReviewItem.Status.OUT_OF_SCOPE, user=user, utterance=utterance)
 
@@ -162,62 +225,107 @@ class ReplayReport:
     created: int = 0
     duplicates: int = 0
     malformed: int = 0
+    failed: int = 0  # well-formed events the database refused; replaying the log again retries them
 
 
 def review_events_replay(*, lines: Iterable[str]) -> ReplayReport:
     """Ingest the undelivered events that the serving app logged (one JSON object per line,
-    possibly after a log prefix). Replaying the same log twice creates nothing new."""
+    possibly after a log prefix). Replaying the same log twice creates nothing new.
+
+    A bad line (not JSON, a malformed event, one the database refuses) is counted, logged and
+    skipped; the lines after it are still read."""
     report = ReplayReport()
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         report.lines += 1
         start = line.find("{")
         if start < 0 or UNDELIVERED_EVENT not in line:
             continue
         try:
             record = json.loads(line[start:])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
+            logger.warning("line %d: not a JSON object, skipped", number)
             report.malformed += 1
             continue
         if not isinstance(record, dict) or record.get("event") != UNDELIVERED_EVENT:
             continue
         report.events += 1
-        try:
-            _, created = review_item_ingest(event=record.get("review_event"))
-        except ValidationError as exc:
-            logger.warning("skipping a malformed review event: %s", "; ".join(exc.messages))
-            report.malformed += 1
-            continue
-        report.created += created
-        report.duplicates += not created
+        outcome = _ingest_one(record.get("review_event"), where=f"line {number}")
+        setattr(report, outcome, getattr(report, outcome) + 1)
     return report
+
+
+def _ingest_one(event: Any, *, where: str) -> str:
+    """Ingest one event in its own transaction; the outcome is 'created', 'duplicates',
+    'malformed' (never storable) or 'failed' (the database refused it; it may work later)."""
+    try:
+        with transaction.atomic():
+            _, created = review_item_ingest(event=event)
+    except ValidationError as exc:
+        logger.warning("%s: skipping a malformed review event: %s", where, "; ".join(exc.messages))
+        return "malformed"
+    except DatabaseError as exc:
+        logger.error("%s: the database refused a review event: %s", where, exc)
+        return "failed"
+    return "created" if created else "duplicates"
+
+
+# A malformed message is hidden this long after each receive, so that the drains in between do not
+# see it again; after the queue's maxReceiveCount receives, SQS moves it to the dead-letter queue.
+MALFORMED_MESSAGE_HIDE_SECONDS = 600
 
 
 def review_queue_drain(*, queue_url: str | None = None, max_messages: int = 1000) -> dict[str, int]:
     """Move events from the SQS review queue into review items; delete each message once stored.
 
-    A malformed message is deleted too (after logging it): redelivering it would never help.
+    One bad message never stops the batch. A malformed one is logged and left in the queue, hidden
+    for MALFORMED_MESSAGE_HIDE_SECONDS: the queue's redrive policy moves it to the dead-letter queue
+    after maxReceiveCount receives, where it can be looked at. One the database refused is left
+    too, for the next drain to retry. A message seen once is not handled again in the same drain.
     """
     queue_url = queue_url or settings.REVIEW_QUEUE_URL
-    counts = {"received": 0, "created": 0, "duplicates": 0, "malformed": 0}
+    counts = {"received": 0, "created": 0, "duplicates": 0, "malformed": 0, "failed": 0}
     if not queue_url:
         return counts
     import boto3
 
     sqs = boto3.client("sqs", endpoint_url=settings.AWS_SQS_ENDPOINT_URL)
+    seen: set[str] = set()
     while counts["received"] < max_messages:
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not messages:
+        fresh = [m for m in messages if m["MessageId"] not in seen]
+        if not fresh:  # an empty queue, or only messages this drain has already handled
             break
-        for message in messages:
+        stored = []
+        for message in fresh:
+            seen.add(message["MessageId"])
             counts["received"] += 1
-            try:
-                _, created = review_item_ingest(event=json.loads(message["Body"]))
-                counts["created" if created else "duplicates"] += 1
-            except (ValidationError, json.JSONDecodeError) as exc:
-                logger.error("dropping a malformed review message %s: %s", message.get("MessageId"), exc)
-                counts["malformed"] += 1
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            outcome = _ingest_message(message)
+            counts[outcome] += 1
+            if outcome in ("created", "duplicates"):
+                stored.append(message)
+            elif outcome == "malformed":
+                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=MALFORMED_MESSAGE_HIDE_SECONDS)
+        if stored:
+            answer = sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(index), "ReceiptHandle": m["ReceiptHandle"]} for index, m in enumerate(stored)])
+            for failure in answer.get("Failed", []):  # stored already: a redelivery is a harmless duplicate
+                logger.warning("could not delete a stored review message: %s", failure.get("Message"))
     return counts
+
+
+def _ingest_message(message: dict[str, Any]) -> str:
+    where = f"SQS message {message.get('MessageId')}"
+    body = message.get("Body", "")
+    if len(body.encode("utf-8", "replace")) > settings.REVIEW_MAX_BODY_BYTES:
+        logger.warning("%s: skipping a review event of more than %d bytes", where, settings.REVIEW_MAX_BODY_BYTES)
+        return "malformed"
+    try:
+        event = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        logger.warning("%s: not JSON, skipped", where)
+        return "malformed"
+    return _ingest_one(event, where=where)
 
 
 def review_summary() -> dict[str, Any]:

@@ -1,5 +1,9 @@
+from datetime import timezone as dt_timezone
+
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from rest_framework import viewsets
 
 from webapp.labeling import services
@@ -15,17 +19,36 @@ class IntentViewSet(viewsets.ModelViewSet):
     ordering_fields = ["name", "labeled_count", "created_at"]
 
     def perform_create(self, serializer):
-        serializer.instance = services.intent_create(**serializer.validated_data)
+        intent = services.intent_create(**serializer.validated_data)
+        intent.labeled_count = 0  # as the list's annotation would say: a new intent labels nothing yet
+        serializer.instance = intent
 
     def perform_destroy(self, instance):
         services.intent_delete(intent=instance)
 
 
+class UTCIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time turned into UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO allows."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(dt_timezone.utc)
+        except OverflowError:  # e.g. year 1 at +01:00 is before year 1 in UTC
+            raise ValidationError("Enter a date and time between the years 1 and 9999 in UTC.", code="invalid") from None
+
+
+class UTCIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCIsoDateTimeField
+
+
 class UtteranceFilter(filters.FilterSet):
     intent = filters.CharFilter(field_name="intent__name", help_text="Intent name.")
     labeled = filters.BooleanFilter(field_name="intent", lookup_expr="isnull", exclude=True)
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Utterance

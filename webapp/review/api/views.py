@@ -1,10 +1,15 @@
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.labeling.api.parsers import JSONParser
+from webapp.labeling.api.schema import ErrorDetailSerializer
 from webapp.review import services
+from webapp.review.api.serializers import ReviewEventSerializer, ReviewItemReceiptSerializer
 
 
 class CanReportReviewItems(IsAuthenticated):
@@ -14,14 +19,40 @@ class CanReportReviewItems(IsAuthenticated):
         return super().has_permission(request, view) and request.user.has_perm("review.add_reviewitem")
 
 
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+
 class ReviewItemIngestView(APIView):
     """Where the serving app posts low-confidence predictions (REVIEW_SINK=http)."""
 
     permission_classes = [CanReportReviewItems]
+    parser_classes = [JSONParser]  # what the serving app sends; a form body could not hold the distribution
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=ReviewEventSerializer,
+        responses={
+            201: ReviewItemReceiptSerializer,
+            200: OpenApiResponse(ReviewItemReceiptSerializer, description="An item with this prediction id was already stored."),
+            413: OpenApiResponse(ErrorDetailSerializer, description="The body is larger than REVIEW_MAX_BODY_BYTES."),
+            415: OpenApiResponse(ErrorDetailSerializer, description="The body is not application/json."),
+        },
+    )
     def post(self, request):
+        # Refused before the body is read: a sender cannot make the server parse megabytes of JSON.
+        length = _content_length(request)
+        if length > settings.REVIEW_MAX_BODY_BYTES:
+            raise RequestTooLarge(f"The body has {length} bytes; a review event may have at most {settings.REVIEW_MAX_BODY_BYTES} "
+                                  "(REVIEW_MAX_BODY_BYTES).")
         # A ValidationError becomes 400 with the field messages (the API's exception handler).
         item, created = services.review_item_ingest(event=request.data)
         body = {"id": item.pk, "prediction_id": str(item.prediction_id), "status": item.status, "created": created}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # Django then reads no body at all
+        return 0

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from webapp.labeling import services
 from webapp.labeling.roles import LABELERS, ML_ENGINEERS, REVIEW_REPORTERS
 
+HELD_OUT_PER_INTENT = 3
 DEMO_USERS = (("admin", None), ("labeler", LABELERS), ("engineer", ML_ENGINEERS))
 
 
@@ -46,7 +47,19 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages), returncode=2) from None
         self.stdout.write(report.summary())
+        if report.created:
+            self._hold_out(User.objects.get(username="admin"))
         self.stdout.write(self.style.SUCCESS(
             "\nAdmin: http://127.0.0.1:8000/admin/  API docs: http://127.0.0.1:8000/api/docs/\n"
             f"Log in as admin, labeler or engineer with the password {password} (kept in {password_file})\n"
         ))
+
+    def _hold_out(self, user) -> None:
+        """Three utterances of each intent held out for evaluation: every run is scored on them, and
+        the promotion gate compares models on them."""
+        from webapp.labeling.models import Intent, Utterance
+
+        held = [pk for intent in Intent.objects.all()
+                for pk in Utterance.objects.filter(intent=intent).order_by("id").values_list("pk", flat=True)[:HELD_OUT_PER_INTENT]]
+        count = services.utterances_set_held_out(utterances=Utterance.objects.filter(pk__in=held), held_out=True, user=user)
+        self.stdout.write(f"{count} utterances held out for evaluation ({HELD_OUT_PER_INTENT} per intent).")

@@ -9,12 +9,13 @@ from webapp.labeling import services
 
 
 class Command(BaseCommand):
-    help = "Import labeled utterances from a CSV, JSONL or CLINC150 JSON file (all rows, or none)."
+    help = ("Import labeled utterances from a CSV, JSONL or CLINC150 JSON file (all rows, or none). "
+            "Run by an operator, it may create intents; with --user, it has that user's rights.")
 
     def add_arguments(self, parser):
         parser.add_argument("file")
         parser.add_argument("--splits", default="train", help=f"CLINC150 splits, comma-separated ({', '.join(CLINC_SPLITS)}); default: train")
-        parser.add_argument("--user", help="username recorded as the creator")
+        parser.add_argument("--user", help="import as this user: recorded as the creator, and new intents only if they may add intents")
 
     def handle(self, *args, file, splits, user, **options):
         creator = None
@@ -27,10 +28,14 @@ class Command(BaseCommand):
             report = services.utterances_import(path=file, user=creator, splits=[s.strip() for s in splits.split(",") if s.strip()])
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages), returncode=2) from None
-        for conflict in report.conflicts[:50]:
-            self.stderr.write(f"conflict: {conflict}")
-        for error in report.errors[:50]:
-            self.stderr.write(f"invalid: {error}")
+        self._list("conflict", report.conflicts, report.conflict_count)
+        self._list("invalid", report.errors, report.error_count)
         if not report.written:
             raise CommandError(report.summary(), returncode=2)
         self.stdout.write(self.style.SUCCESS(f"{report.summary()} ({time.monotonic() - started:.1f}s)"))
+
+    def _list(self, kind: str, listed: list, total: int) -> None:
+        for problem in listed:
+            self.stderr.write(f"{kind}: {problem}")
+        if total > len(listed):
+            self.stderr.write(f"{kind}: ... and {total - len(listed)} more ({total} in all; the first {len(listed)} are listed)")

@@ -17,7 +17,8 @@ class Command(BaseCommand):
                     report = services.review_events_replay(lines=handle)
             except OSError as exc:
                 raise CommandError(f"Cannot read {path}: {exc.strerror}.", returncode=2) from None
-            for field in ("lines", "events", "created", "duplicates", "malformed"):
+            for field in ("lines", "events", "created", "duplicates", "malformed", "failed"):
                 setattr(total, field, getattr(total, field) + getattr(report, field))
         self.stdout.write(f"{total.events} undelivered events found in {total.lines} lines: {total.created} review items "
-                          f"created, {total.duplicates} already present, {total.malformed} malformed.")
+                          f"created, {total.duplicates} already present, {total.malformed} malformed, "
+                          f"{total.failed} refused by the database (replay the log again to retry them).")
