@@ -7,6 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.widgets import AutocompleteSelect, RelatedFieldWidgetWrapper
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.http import HttpResponse
@@ -15,9 +16,49 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from mlcore.data import OOS_LABEL
 from webapp.labeling import services
 from webapp.labeling.forms import AssignIntentForm, ImportForm, UtteranceAdminForm
 from webapp.labeling.models import Intent, Utterance
+
+# How many selected rows a confirmation page lists; it counts the rest.
+PREVIEW_ROWS = 20
+
+
+def action_confirmation_context(request, queryset) -> dict:
+    """What an action's confirmation page shows and posts back, whatever the size of the selection.
+
+    It posts back the selection the changelist posted, not one hidden field per selected row: with
+    "select all N" chosen, that is ``select_across`` and the ids of one page (Django applies the action
+    to every row of the changelist's filters, which stay in the URL the form posts to), so thousands of
+    rows never exceed DATA_UPLOAD_MAX_NUMBER_FIELDS.
+    """
+    count = queryset.count()
+    return {
+        "count": count,
+        "preview": queryset[:PREVIEW_ROWS],
+        "not_previewed": max(count - PREVIEW_ROWS, 0),
+        "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "changelist_url": request.get_full_path(),
+    }
+
+
+class IntentAutocomplete(AutocompleteSelect):
+    """The admin's intent autocomplete, for the list's rows: the page carries only each row's own
+    intent, and the others are searched as the labeler types. Django's widget would read each row's
+    intent with a query of its own; this one finds its name among the intents read once per page."""
+
+    def __init__(self, field, admin_site, *, intent_names: dict[str, str]):
+        super().__init__(field, admin_site)
+        self.intent_names = intent_names
+
+    def optgroups(self, name, value, attr=None):
+        options = [] if self.is_required else [self.create_option(name, "", "", False, 0)]
+        chosen = [str(v) for v in value if str(v) in self.intent_names]
+        options += [self.create_option(name, pk, self.intent_names[pk], True, index) for index, pk in enumerate(chosen, 1)]
+        return [(None, options, 0)]
 
 
 @admin.register(Intent)
@@ -25,6 +66,9 @@ class IntentAdmin(admin.ModelAdmin):
     list_display = ("name", "description", "is_active", "labeled_examples")
     list_filter = ("is_active",)
     search_fields = ("name", "description")
+    # Explicit: the model's ordering does not apply to the annotated (grouped) queryset, which the
+    # autocomplete of the utterance list pages through.
+    ordering = ("name",)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(labeled_count=Count("utterances"))
@@ -32,7 +76,7 @@ class IntentAdmin(admin.ModelAdmin):
     @admin.display(description="Labeled utterances", ordering="labeled_count")
     def labeled_examples(self, obj: Intent) -> str:
         minimum = settings.MIN_EXAMPLES_PER_INTENT
-        if obj.labeled_count < minimum:
+        if obj.labeled_count < minimum and obj.name != OOS_LABEL:  # training needs no minimum of out-of-scope texts
             return format_html(
                 '<span class="too-few-examples" style="color:#ba2121;font-weight:bold" '
                 'title="Training needs at least {} examples per intent">&#9888; {} (fewer than {})</span>',
@@ -71,6 +115,22 @@ class UtteranceAdmin(SimpleHistoryAdmin):
     def save_model(self, request, obj, form, change):
         services.utterance_save(utterance=obj, user=request.user)
 
+    def get_changelist_formset(self, request, **kwargs):
+        # Every row of the list edits its intent. A plain select would repeat all the intents in every
+        # row (and Django would query them once per row); the autocomplete carries one, and the intents'
+        # names are read once. Without the add/change/delete links of the wrapper, repeated on every row.
+        intent_names = {str(pk): name for pk, name in Intent.objects.values_list("pk", "name")}
+
+        def formfield(db_field, **field_kwargs):
+            if db_field.name == "intent":
+                field_kwargs["widget"] = IntentAutocomplete(db_field, self.admin_site, intent_names=intent_names)
+            field = self.formfield_for_dbfield(db_field, request, **field_kwargs)
+            if isinstance(field.widget, RelatedFieldWidgetWrapper):
+                field.widget = field.widget.widget
+            return field
+
+        return super().get_changelist_formset(request, formfield_callback=formfield, **kwargs)
+
     def get_urls(self):
         custom = [path("import/", self.admin_site.admin_view(self.import_view), name="labeling_utterance_import")]
         return custom + super().get_urls()
@@ -87,12 +147,10 @@ class UtteranceAdmin(SimpleHistoryAdmin):
             form = AssignIntentForm()
         context = {
             **self.admin_site.each_context(request),
+            **action_confirmation_context(request, queryset),
             "title": "Assign an intent",
             "form": form,
-            "queryset": queryset,
-            "count": queryset.count(),
             "opts": self.model._meta,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/labeling/utterance/assign_intent.html", context)
 

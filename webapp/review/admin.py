@@ -1,19 +1,31 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
-from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
 from django.template.response import TemplateResponse
 from django.utils.html import format_html_join
 
+from webapp.labeling.admin import action_confirmation_context
 from webapp.review import services
 from webapp.review.forms import LabelAsForm
 from webapp.review.models import ReviewItem
 
 
+def first_of_each_group(status: str | None) -> QuerySet:
+    """The id of the first item of each group of identical texts with the same status (of one status,
+    or of all with None): one pass over the (status, text_key, id) index, not a subquery per row."""
+    items = ReviewItem.objects.order_by()
+    if status is None:
+        return items.values("status", "text_key").annotate(first=Min("id")).values("first")
+    return items.filter(status=status).values("text_key").annotate(first=Min("id")).values("first")
+
+
 class StatusFilter(admin.SimpleListFilter):
-    """Pending items unless another status is chosen: the queue is what still needs a decision."""
+    """Pending items unless another status is chosen: the queue is what still needs a decision.
+
+    It also groups the queue: one row per group of identical texts with the same status (its first item).
+    """
 
     title = "status"
     parameter_name = "status"
@@ -28,7 +40,9 @@ class StatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         value = self.value() or ReviewItem.Status.PENDING
-        return queryset if value == "all" else queryset.filter(status=value)
+        status = None if value == "all" else value
+        queryset = queryset if status is None else queryset.filter(status=status)
+        return queryset.filter(id__in=first_of_each_group(status))
 
 
 class ConfidenceBandFilter(admin.SimpleListFilter):
@@ -55,16 +69,18 @@ class ReviewItemAdmin(admin.ModelAdmin):
     actions = ["accept_prediction", "label_as", "mark_out_of_scope", "dismiss"]
     readonly_fields = [f.name for f in ReviewItem._meta.fields]
     list_per_page = 100
+    # The unfiltered total would count items where the queue lists groups; it is one query less.
+    show_full_result_count = False
 
     def has_add_permission(self, request):
         return False  # items come from the serving app
 
     def get_queryset(self, request):
-        # One row per group of identical texts with the same status (its first item), with the group's size.
-        group = ReviewItem.objects.filter(text_key=OuterRef("text_key"), status=OuterRef("status"))
-        first = group.order_by("id").values("id")[:1]
-        size = group.order_by().values("text_key").annotate(n=Count("id")).values("n")
-        return super().get_queryset(request).annotate(group_first=Subquery(first), group_size=Subquery(size)).filter(id=F("group_first"))
+        # The size of each item's group (StatusFilter keeps one item per group): an index lookup on
+        # (status, text_key), which the database makes only for the rows it returns, unless sorting by it.
+        group = ReviewItem.objects.filter(status=OuterRef("status"), text_key=OuterRef("text_key")).order_by()
+        size = group.values("status", "text_key").annotate(n=Count("*")).values("n")
+        return super().get_queryset(request).annotate(group_size=Subquery(size))
 
     @admin.display(description="copies", ordering="group_size")
     def copies(self, item: ReviewItem) -> str:
@@ -105,8 +121,8 @@ class ReviewItemAdmin(admin.ModelAdmin):
             self._apply(request, queryset, services.review_item_label, f"Labeled as {form.cleaned_data['intent']}:", intent=form.cleaned_data["intent"])
             return None
         context = {
-            **self.admin_site.each_context(request), "title": "Label as…", "form": form, "queryset": queryset,
-            "opts": self.model._meta, "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            **self.admin_site.each_context(request), **action_confirmation_context(request, queryset),
+            "title": "Label as…", "form": form, "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/review/reviewitem/label_as.html", context)
 

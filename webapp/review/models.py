@@ -34,6 +34,10 @@ class ReviewItem(models.Model):
 
     class Meta:
         ordering = ["confidence", "received_at"]
+        indexes = [
+            # The queue's grouping: the first item and the size of each group of identical texts of one status.
+            models.Index(fields=["status", "text_key", "id"], name="review_group_idx"),
+        ]
         verbose_name = "low-confidence prediction"
         verbose_name_plural = "low-confidence queue"
 
