@@ -7,6 +7,7 @@ The ``.pt`` file is a dict of plain types and tensors, so that it loads with
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -72,14 +73,22 @@ def save_artifact(artifact: dict[str, Any], path: str | Path) -> str:
     """Write atomically (temp file in the same folder, then rename); return the file's SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Serialised in memory first: torch's zip writer reports a failed write (a full disk) as an
+    # opaque RuntimeError, while a plain write says which (ENOSPC, EFBIG, EACCES).
+    buffer = io.BytesIO()
+    torch.save(artifact, buffer)
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            torch.save(artifact, handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; readers (the serving app) need it
         os.replace(temp_name, path)
+    except OSError as exc:
+        Path(temp_name).unlink(missing_ok=True)
+        raise ArtifactError(f"The artifact could not be written to {path}: {exc.strerror or exc} "
+                            f"({len(buffer.getbuffer())} bytes; is the disk full?)") from exc
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

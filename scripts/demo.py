@@ -87,6 +87,8 @@ def main() -> None:
     run("manage.py", "demo_setup", "--data", "data/demo/intents.csv", "--token-file", str(token_file), env=env)
 
     step("worker and admin")
+    # Two queues: training runs, and the short jobs (promotions, the review drain, the sweep).
+    start("qcluster-training", [PY, "manage.py", "qcluster"], {**env, "Q_CLUSTER_NAME": "intentflow-training"})
     start("qcluster", [PY, "manage.py", "qcluster"], env)
     start("django", [PY, "manage.py", "runserver", "127.0.0.1:8000", "--noreload"], env)
     wait_for(ADMIN + "/admin/login/", "django")
@@ -114,7 +116,7 @@ def main() -> None:
     step("running")
     print(f"  admin:    {ADMIN}/admin/   (API docs: {ADMIN}/api/docs/)")
     print(f"  serving:  {SERVING}/classify   (POST {{\"text\": ...}}; {SERVING}/docs)")
-    print("  worker:   django-q2 qcluster (ORM broker, SQLite)")
+    print("  workers:  django-q2 qcluster x2: training runs, and promotions + review drain (ORM broker, SQLite)")
     print(f"  login:    admin, labeler or engineer; password in {VAR.relative_to(ROOT)}/demo/password")
     print("Press Ctrl-C to stop everything.", flush=True)
     while True:

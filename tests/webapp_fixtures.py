@@ -120,3 +120,35 @@ def review_event(text: str = "what is the meaning of life", *, top: float = 0.41
     }
     event.update(overrides)
     return event
+
+
+@pytest.fixture
+def queued(labeled_workspace, ml_engineer, tiny_options, django_capture_on_commit_callbacks):
+    """Launch a run; the on-commit enqueue is captured (the worker-free tests execute it directly)."""
+    from webapp.training import services as training
+    from webapp.training.models import TrainingRun
+
+    def launch(**overrides) -> TrainingRun:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            run = training.training_run_start(user=ml_engineer, options={**tiny_options, **overrides})
+        # Queued with transaction.on_commit, exactly once (a transactional test commits, and so queues, at once).
+        assert len(callbacks) == 1 or (not callbacks and run.task_id)
+        return run
+
+    return launch
+
+
+@pytest.fixture
+def trained(queued):
+    """A run trained to its end in this process (as the worker's task would)."""
+    from webapp.training import services as training
+    from webapp.training.models import TrainingRun
+
+    def train(**overrides) -> TrainingRun:
+        run = queued(**overrides)
+        training.training_run_execute(run_id=run.pk)
+        run.refresh_from_db()
+        assert run.status == TrainingRun.Status.SUCCEEDED, run.error_message
+        return run
+
+    return train

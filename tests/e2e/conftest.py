@@ -36,7 +36,7 @@ def broker(request, monkeypatch):
     name = f"intentflow-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr(Conf, "PREFIX", name)
     monkeypatch.setattr(Conf, "CLUSTER_NAME", name)
-    env = {"Q_CLUSTER_NAME": name}
+    env = {"Q_CLUSTER_PREFIX": name}
     if request.param == "redis":
         import redis
 
@@ -52,30 +52,38 @@ def broker(request, monkeypatch):
 
 @pytest.fixture
 def qcluster(transactional_db, broker, tmp_path):
-    """Start `manage.py qcluster` as a separate process and stop it at the end of the test."""
+    """Start the two `manage.py qcluster` processes (training runs; the short jobs) and stop them at the end."""
     _, broker_env = broker
-    log = tmp_path / "qcluster.log"
+    prefix = broker_env["Q_CLUSTER_PREFIX"]
     env = {
         **os.environ, **broker_env,
         "DJANGO_SETTINGS_MODULE": "webapp.settings", "DEBUG": "1", "DATABASE_URL": database_url(),
         "PYTHONUNBUFFERED": "1",
     }
-    with log.open("w") as output:
-        process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=REPO_ROOT, env=env,
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    yield Worker(process, log)
-    if process.poll() is None:
-        # The worker's own graceful stop waits for its pollers; the test has nothing left for it to do.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    processes, logs = [], []
+    for cluster in (f"{prefix}-training", prefix):
+        log = tmp_path / f"qcluster-{cluster}.log"
+        with log.open("w") as output:
+            processes.append(subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=REPO_ROOT, env={**env, "Q_CLUSTER_NAME": cluster},
+                                              stdout=output, stderr=subprocess.STDOUT, start_new_session=True))
+        logs.append(log)
+    yield Worker(processes[0], logs[0], others=processes[1:], other_logs=logs[1:])
+    for process in processes:
+        if process.poll() is None:
+            # The worker's own graceful stop waits for its pollers; the test has nothing left for it to do.
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 class Worker:
-    def __init__(self, process: subprocess.Popen, log: Path) -> None:
+    """The training cluster's process (``process``), and the short jobs' cluster beside it."""
+
+    def __init__(self, process: subprocess.Popen, log: Path, *, others=(), other_logs=()) -> None:
         self.process, self.log = process, log
+        self.others, self.other_logs = list(others), list(other_logs)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return "\n".join(log.read_text(errors="replace") for log in [self.log, *self.other_logs])
 
     def wait_for(self, condition, *, timeout: float, what: str):
         deadline = time.monotonic() + timeout
@@ -83,7 +91,8 @@ class Worker:
             value = condition()
             if value:
                 return value
-            if self.process.poll() is not None:
-                pytest.fail(f"the worker exited ({self.process.returncode}) while waiting for {what}:\n{self.output()[-3000:]}")
+            for process in [self.process, *self.others]:
+                if process.poll() is not None:
+                    pytest.fail(f"a worker exited ({process.returncode}) while waiting for {what}:\n{self.output()[-3000:]}")
             time.sleep(0.5)
         pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; worker log:\n{self.output()[-3000:]}")

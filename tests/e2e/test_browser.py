@@ -15,7 +15,7 @@ from webapp.labeling.roles import LABELERS, ML_ENGINEERS
 from webapp.review import services as review
 from webapp.review.models import ReviewItem
 from webapp.training.models import TrainingRun
-from tests.factories import DEMO_DATA, REPO_ROOT
+from tests.factories import DEMO_DATA, REPO_ROOT, read_demo_rows
 from tests.webapp_fixtures import make_user, review_event
 
 CHROMIUM = "/usr/bin/chromium"
@@ -69,7 +69,9 @@ def test_the_loop_in_a_browser(live_server, qcluster, broker, browser_page, tiny
     unlabeled = labeling.utterance_create(text="is there a plumber near the office", intent=None, user=None)
     review.review_item_ingest(event=review_event("play something by the beatles", top=0.45, intent="play_music"))
 
-    # A Labeler imports a small file...
+    # The ML engineer has made the intents (creating intents is an ML engineer's right); a Labeler imports a small file...
+    for name in sorted({intent for _, intent in read_demo_rows()}):
+        labeling.intent_create(name=name)
     log_in(page, base, labeler.username)
     page.goto(f"{base}/admin/labeling/utterance/import/")
     page.set_input_files("#id_file", str(DEMO_DATA))
@@ -104,9 +106,17 @@ def test_the_loop_in_a_browser(live_server, qcluster, broker, browser_page, tiny
     expect(page.locator("#run-metrics")).to_contain_text("macro-F1")
     expect(page.locator("#confusion-matrix")).to_be_visible()
     expect(page.locator("#per-intent tr")).to_have_count(11)
+    # No utterance was held out, so the page says so and the gate wants a recorded reason.
+    expect(page.locator("#no-heldout")).to_be_visible()
     page.click("#promote-run")
-    expect(page.locator(".messagelist")).to_contain_text("is now in production")
-    assert Path(settings.SERVING_MODEL_URI).is_file()
+    expect(page.locator(".messagelist")).to_contain_text("has no held-out set")
+    page.fill("#id_override_reason", "the first model; a held-out set comes next")
+    page.click("#promote-run")
+    expect(page.locator(".messagelist")).to_contain_text("is queued")
+    # The worker publishes it; the page follows the promotion and shows it live.
+    expect(page.locator(".promotion-succeeded")).to_contain_text("gate overridden", timeout=180_000)
+    promotion = run.promotions.get()
+    assert promotion.status == "succeeded" and Path(promotion.serving_uri).is_file()
 
     # One item of the low-confidence queue.
     page.goto(f"{base}/admin/review/reviewitem/")

@@ -16,31 +16,6 @@ from webapp.training import services
 from webapp.training.models import Promotion, TrainingRun
 
 
-@pytest.fixture
-def queued(labeled_workspace, ml_engineer, tiny_options, django_capture_on_commit_callbacks):
-    """Launch a run; the on-commit enqueue is captured (the worker-free tests execute it directly)."""
-
-    def launch(**overrides) -> TrainingRun:
-        with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            run = services.training_run_start(user=ml_engineer, options={**tiny_options, **overrides})
-        assert len(callbacks) == 1  # queued with transaction.on_commit, exactly once
-        return run
-
-    return launch
-
-
-@pytest.fixture
-def trained(queued):
-    def train(**overrides) -> TrainingRun:
-        run = queued(**overrides)
-        services.training_run_execute(run_id=run.pk)
-        run.refresh_from_db()
-        assert run.status == TrainingRun.Status.SUCCEEDED, run.error_message
-        return run
-
-    return train
-
-
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -173,7 +148,9 @@ def test_promote_and_rollback_change_what_serving_holds(trained, ml_engineer, se
     assert file_sha256(serving_path) == first.artifact_sha256
     assert OnnxPredictor.from_file(serving_path.with_suffix(".onnx")).sha256 == first.artifact_sha256
     assert services.promoted_run() == first and rollback.previous_run == second
-    assert sorted(p.name for p in serving_path.parent.iterdir()) == ["model.onnx", "model.pt"]  # no temp file left
+    # No temp file left; each version's files kept under versions/ for the next rollback.
+    assert sorted(p.name for p in serving_path.parent.iterdir()) == ["model.onnx", "model.pt", "versions"]
+    assert sorted(p.name for p in (serving_path.parent / "versions").iterdir()) == sorted({first.version, second.version})
 
 
 def test_publishing_is_atomic_when_the_copy_fails(trained, ml_engineer, serving_path, monkeypatch):
@@ -184,11 +161,12 @@ def test_publishing_is_atomic_when_the_copy_fails(trained, ml_engineer, serving_
         raise OSError("disk full")
 
     monkeypatch.setattr(services.os, "fsync", disk_full)  # the new file is written, not yet in place
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ValidationError, match="disk full"):
         services.model_promote(run=second, user=ml_engineer, override_reason="the gate is not under test here")
     assert file_sha256(serving_path) == first.artifact_sha256
-    assert sorted(p.name for p in serving_path.parent.iterdir()) == ["model.onnx", "model.pt"]
+    assert not [p for p in serving_path.parent.rglob("*") if p.name.endswith(".tmp")]
     assert services.promoted_run() == first
+    assert Promotion.objects.get(run=second).status == Promotion.Status.FAILED
 
 
 def test_the_gate_refuses_a_worse_model_and_records_an_override(trained, ml_engineer, serving_path):
@@ -221,7 +199,7 @@ def test_an_artifact_that_does_not_load_cannot_be_promoted(trained, ml_engineer,
         handle.write(b"not a model")
     with pytest.raises(ValidationError, match="does not match its recorded SHA-256"):
         services.model_promote(run=run, user=ml_engineer)
-    assert not serving_path.exists() and not Promotion.objects.exists()
+    assert not serving_path.exists() and not Promotion.objects.filter(status=Promotion.Status.SUCCEEDED).exists()
 
 
 def test_a_run_that_did_not_succeed_cannot_be_promoted(queued, ml_engineer):

@@ -63,7 +63,11 @@ def test_the_api_launches_and_reports_a_run(api_for, ml_engineer, labeled_worksp
     assert body["heldout"]["examples"] == 30 and "accuracy" in body["validation"]
     assert body["snapshot"]["train_count"] == 240
     promoted = api.post(f"/api/v1/training-runs/{run_id}/promote/", {}, format="json")
-    assert promoted.status_code == 201 and promoted.json()["run"] == run_id
+    assert promoted.status_code == 202 and promoted.json()["run"] == run_id and promoted.json()["status"] == "queued"
+    promotion_id = promoted.json()["id"]
+    services.model_promote_execute(promotion_id=promotion_id)  # what the worker's task does
+    followed = api.get(f"/api/v1/promotions/{promotion_id}/").json()
+    assert followed["status"] == "succeeded" and followed["promoted_at"] and followed["version_uri"].endswith("/versions/" + body["artifact_sha256"][:12])
 
 
 def test_the_run_page_shows_progress_and_then_results(client, ml_engineer, labeled_workspace, tiny_options, no_enqueue):

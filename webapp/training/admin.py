@@ -38,6 +38,7 @@ def run_progress(run: TrainingRun) -> dict:
         "elapsed_seconds": round(elapsed, 1), "remaining_seconds": None if remaining is None else round(remaining, 1),
         "device_requested": run.requested_device, "device_used": run.device_used, "cancel_requested": run.cancel_requested,
         "error_message": run.error_message, "log_tail": run.log_tail,
+        "promotions_pending": run.promotions.filter(status__in=[Promotion.Status.QUEUED, Promotion.Status.RUNNING]).count(),
     }
 
 
@@ -45,6 +46,7 @@ def run_progress(run: TrainingRun) -> dict:
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ("__str__", "status", "progress_bar", "device_used", "heldout_accuracy", "created_by", "created_at", "production")
     list_filter = ("status",)
+    list_select_related = ("created_by",)
     change_list_template = "admin/training/trainingrun/change_list.html"
 
     def has_add_permission(self, request):
@@ -52,7 +54,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The production run, looked up once in the query rather than once per listed row.
-        latest = Promotion.objects.order_by("-promoted_at", "-id").values("run_id")[:1]
+        latest = Promotion.objects.filter(status=Promotion.Status.SUCCEEDED).order_by("-promoted_at", "-id").values("run_id")[:1]
         return super().get_queryset(request).annotate(
             production_run=Subquery(latest),
             is_production=ExpressionWrapper(Q(pk=F("production_run")), output_field=BooleanField()),
@@ -62,7 +64,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return request.user.has_perm("training.add_trainingrun")
 
     def changelist_view(self, request, extra_context=None):
-        services.training_runs_fail_orphans()
+        # Runs of dead workers are failed by the scheduled sweep, not by whoever opens this page.
         context = {"can_launch": self.has_launch_permission(request), **(extra_context or {})}
         return super().changelist_view(request, extra_context=context)
 
@@ -99,9 +101,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
                 for message in exc.messages:
                     form.add_error(None, message)
             else:
-                self.message_user(request, f"Run #{run.pk} is queued; it starts when a worker is free.", messages.SUCCESS)
+                if run.status == TrainingRun.Status.FAILED:
+                    self.message_user(request, run.error_message, messages.ERROR)
+                else:
+                    self.message_user(request, f"Run #{run.pk} is queued; it starts when a worker is free.", messages.SUCCESS)
                 return redirect(reverse("admin:training_trainingrun_change", args=[run.pk]))
-        context = {**self.admin_site.each_context(request), "title": "Launch retraining", "form": form, "opts": self.model._meta}
+        context = {**self.admin_site.each_context(request), "title": "Launch retraining", "form": form, "opts": self.model._meta,
+                   "heldout_count": services.heldout_count()}
         return TemplateResponse(request, "admin/training/trainingrun/launch.html", context)
 
     def progress_view(self, request, run_id: int):
@@ -127,20 +133,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
         form = PromoteForm(request.POST)
         form.is_valid()
         try:
-            promotion = services.model_promote(run=run, user=request.user, override_reason=form.cleaned_data.get("override_reason", ""))
+            promotion = services.model_promote_request(run=run, user=request.user, override_reason=form.cleaned_data.get("override_reason", ""))
         except ValidationError as exc:
             self.message_user(request, "Not promoted: " + " ".join(exc.messages), messages.ERROR)
         else:
-            note = f" (gate overridden: {promotion.override_reason})" if promotion.override_reason else ""
-            self.message_user(request, f"Run #{run.pk} is now in production at {promotion.serving_uri}{note}.", messages.SUCCESS)
+            if promotion.status == Promotion.Status.FAILED:
+                self.message_user(request, f"Not promoted: {promotion.error_message}", messages.ERROR)
+            else:
+                self.message_user(request, f"Promotion #{promotion.pk} of run #{run.pk} is queued; this page shows when serving has it.", messages.SUCCESS)
         return redirect(reverse("admin:training_trainingrun_change", args=[run_id]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = get_object_or_404(TrainingRun.objects.select_related("snapshot", "created_by"), pk=object_id)
         if not self.has_view_permission(request, run):
             raise PermissionDenied
-        services.training_runs_fail_orphans()
-        run.refresh_from_db()
         current = services.promoted_run()
         report = run.heldout_report or run.validation_report
         context = {
@@ -160,7 +166,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "current": current,
             "current_headline": headline(current.heldout_report) if current and current.heldout_report else None,
             "is_current": bool(current and current.pk == run.pk),
-            "promotions": run.promotions.select_related("promoted_by"),
+            "promotions": run.promotions.select_related("promoted_by").order_by("-requested_at", "-id"),
+            "promotions_pending": any(not p.is_finished for p in run.promotions.all()),
             "can_cancel": self.has_change_permission(request) and not run.is_finished,
             "can_promote": request.user.has_perm("training.promote_trainingrun") and run.status == TrainingRun.Status.SUCCEEDED,
             "promote_form": PromoteForm(),
@@ -183,7 +190,10 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
 
 @admin.register(Promotion)
 class PromotionAdmin(admin.ModelAdmin):
-    list_display = ("run", "promoted_by", "promoted_at", "heldout_accuracy", "previous_run", "previous_heldout_accuracy", "override_reason")
+    list_display = ("__str__", "status", "promoted_by", "requested_at", "promoted_at", "heldout_accuracy", "previous_run",
+                    "previous_heldout_accuracy", "override_reason", "error_message")
+    list_filter = ("status",)
+    list_select_related = ("run", "previous_run", "promoted_by")
     readonly_fields = [f.name for f in Promotion._meta.fields]
 
     def has_add_permission(self, request):

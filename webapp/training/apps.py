@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class TrainingConfig(AppConfig):
@@ -7,4 +8,6 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
-        from webapp.training import signals  # noqa: F401  (connects the worker start-up check)
+        from webapp.training import signals  # connects the worker start-up sweep
+
+        post_migrate.connect(signals.sync_schedules_after_migrate, sender=self)

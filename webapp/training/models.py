@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.files.storage import storages
 from django.db import models
+from django.utils import timezone
 
 
 def artifact_storage():
@@ -105,19 +106,48 @@ class TrainingRun(models.Model):
 
 
 class Promotion(models.Model):
-    """One "Promote to production": the run whose artifact serving got, who did it, and why."""
+    """One "Promote to production": requested in the web process, carried out by a worker.
+
+    The registry's production model is the run of the latest *succeeded* promotion; a promotion
+    that failed (refused by the gate, an export that disagrees, a storage error) leaves serving
+    and the registry as they were, and says why in ``error_message``.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
 
     run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="promotions")
     previous_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    promoted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    promoted_at = models.DateTimeField(null=True, blank=True, db_index=True, help_text="when serving got the model")
+    finished_at = models.DateTimeField(null=True, blank=True)
     serving_uri = models.CharField(max_length=500)
+    version_uri = models.CharField(max_length=500, blank=True, help_text="where this version's files were published")
     heldout_accuracy = models.FloatField(null=True, blank=True)
     previous_heldout_accuracy = models.FloatField(null=True, blank=True, help_text="the replaced model on the same held-out questions")
     override_reason = models.TextField(blank=True, help_text="set when the promotion gate was overridden")
+    error_message = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
 
     class Meta:
-        ordering = ["-promoted_at", "-id"]
+        ordering = ["-requested_at", "-id"]
 
     def __str__(self) -> str:
-        return f"run #{self.run_id} promoted {self.promoted_at:%Y-%m-%d %H:%M}"
+        return f"promotion #{self.pk} of run #{self.run_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class PromotionLock(models.Model):
+    """One row: the promotion that may publish now. Promotions take it in turn (a lease that a
+    crashed worker cannot hold forever), so two of them never interleave their writes."""
+
+    holder = models.ForeignKey(Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField(null=True, blank=True)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from collections import deque
@@ -23,7 +24,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from mlcore.config import TrainConfig
@@ -73,6 +74,11 @@ def training_data_check(*, min_examples: int | None = None) -> dict[str, int]:
     return counts
 
 
+def heldout_count() -> int:
+    """Labeled utterances held out for evaluation (of active intents): what the promotion gate compares on."""
+    return Utterance.objects.filter(intent__isnull=False, intent__is_active=True, is_held_out=True).count()
+
+
 def snapshot_create() -> DatasetSnapshot:
     """Freeze the labeled utterances of active intents: training rows and held-out rows.
 
@@ -118,14 +124,48 @@ def training_run_start(*, user: AbstractBaseUser | None, options: dict[str, Any]
             snapshot=snapshot, config=config.to_dict(), requested_device=config.device, created_by=user,
         )
         transaction.on_commit(lambda: _enqueue(run.pk))
+    run.refresh_from_db()  # failed already if the queue could not be reached
     return run
 
 
-def _enqueue(run_id: int) -> None:
+def training_queue() -> str:
+    """The queue that training runs go to; the other jobs use the cluster's own (see settings.Q_CLUSTER)."""
+    from django_q.conf import Conf
+
+    return f"{Conf.PREFIX}-training"
+
+
+def _queue_task(func: str, object_id: int, *, name: str, cluster: str | None = None) -> str:
+    """Queue a task; an unreachable broker (Redis down) raises QueueUnavailable with the reason."""
     from django_q.tasks import async_task
 
-    task_id = async_task("webapp.training.tasks.training_run_task", run_id, task_name=f"training-run-{run_id}")
-    TrainingRun.objects.filter(pk=run_id).update(task_id=task_id or "")
+    try:
+        return async_task(func, object_id, task_name=name, cluster=cluster) or ""
+    except Exception as exc:  # redis.ConnectionError, a database error with the ORM broker, ...
+        raise QueueUnavailable(f"the job queue cannot be reached ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+class QueueUnavailable(Exception):
+    pass
+
+
+def _enqueue(run_id: int) -> None:
+    """After the launch commits. If the broker is down the run would stay "queued" forever: it is
+    failed at once with the reason instead, and can be launched again once the queue is back."""
+    try:
+        task_id = _queue_task("webapp.training.tasks.training_run_task", run_id, name=f"training-run-{run_id}", cluster=training_queue())
+    except QueueUnavailable as exc:
+        logger.error("run %s could not be queued: %s", run_id, exc)
+        TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
+            error_message=f"Run #{run_id} could not be queued: {exc}. Launch it again when the queue is back.",
+        )
+        return
+    TrainingRun.objects.filter(pk=run_id).update(task_id=task_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -216,12 +256,48 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class _Heartbeat:
+    """Writes the run's heartbeat from a thread every few seconds, whatever phase the training is
+    in (loading the encoder, centroids, an epoch, evaluation, calibration, storing the artifact):
+    only a worker that is really gone goes silent and gets swept."""
+
+    def __init__(self, run_id: int, interval: float) -> None:
+        self.run_id, self.interval = run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        # Inside a caller's transaction (a test's) other connections cannot see the run row.
+        if not transaction.get_connection().in_atomic_block:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+                except Exception:  # a busy database: the next beat tries again
+                    logger.warning("heartbeat of run %s could not be written", self.run_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def heartbeat_interval() -> float:
+    """Several beats within the timeout, so one slow write never gets a live run swept."""
+    return max(1.0, min(30.0, settings.TRAINING_HEARTBEAT_TIMEOUT_SECONDS / 5))
+
+
 def training_run_execute(*, run_id: int) -> TrainingRun | None:
     """Train one queued run to its end. A run that is not queued (already started, finished or
     cancelled) is left alone, so a task delivered twice never trains twice."""
-    from mlcore.train import resolve_device, train
-
-    training_runs_fail_orphans()
     now = timezone.now()
     claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=False).update(
         status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker_identity(),
@@ -229,14 +305,33 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     if not claimed:
         logger.warning("training run %s is not queued; not starting it", run_id)
         return None
-    run = TrainingRun.objects.select_related("snapshot").get(pk=run_id)
-    import torch
-
-    # A worker forked from a parent that had imported torch starts with one intra-op thread.
-    torch.set_num_threads(settings.TRAINING_THREADS)
     log = _RunLog()
     root = logging.getLogger()
     root.addHandler(log)
+    try:
+        with _Heartbeat(run_id, heartbeat_interval()):
+            outcome = _train_and_store(run_id, log)
+    finally:
+        root.removeHandler(log)
+    # Only a run that is still ours: the sweep may have failed it while this worker was stalled,
+    # and a swept run must not flip back.
+    finished = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+        finished_at=timezone.now(), heartbeat_at=timezone.now(), log_tail=log.text, **outcome,
+    )
+    if not finished:
+        logger.error("run %s was ended by the sweep while its worker still ran; its outcome (%s) is not recorded", run_id, outcome.get("status"))
+    return TrainingRun.objects.get(pk=run_id)
+
+
+def _train_and_store(run_id: int, log: _RunLog) -> dict[str, Any]:
+    """Train, store the artifact; the run row's final fields (status, metrics, artifact or error)."""
+    import torch
+
+    from mlcore.train import resolve_device, train
+
+    run = TrainingRun.objects.select_related("snapshot").get(pk=run_id)
+    # A worker forked from a parent that had imported torch starts with one intra-op thread.
+    torch.set_num_threads(settings.TRAINING_THREADS)
     outcome: dict[str, Any] = {}
     try:
         config = TrainConfig.from_dict(run.config)
@@ -246,13 +341,9 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
                  f"device {device} ({torch.get_num_threads()} CPU threads), base model {config.base_model}")
         writer = _ProgressWriter(run_id, log, settings.TRAINING_PROGRESS_INTERVAL_SECONDS)
         result = train(config, snapshot_to_data(run.snapshot), progress=writer.progress, should_cancel=writer.should_cancel)
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / "model.pt"
-            sha256 = result.save(local)
-            with local.open("rb") as handle:
-                run.artifact.save(f"run-{run_id}-{sha256[:12]}.pt", File(handle), save=False)
-            outcome.update(artifact=run.artifact.name, artifact_sha256=sha256, artifact_size=local.stat().st_size)
-        log.note(f"succeeded: artifact {run.artifact.name} ({outcome['artifact_size']} bytes, sha256 {sha256[:12]})")
+        log.note("storing the artifact")
+        outcome.update(_store_artifact(run, result))
+        log.note(f"succeeded: artifact {outcome['artifact']} ({outcome['artifact_size']} bytes, sha256 {outcome['artifact_sha256'][:12]})")
         outcome.update(status=TrainingRun.Status.SUCCEEDED, metrics=result.metrics, device_used=result.metrics["training"]["device"])
     except TrainingCancelled as exc:
         log.note(str(exc))
@@ -260,13 +351,23 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     except MlcoreError as exc:
         log.note(f"failed: {exc}")
         outcome.update(status=TrainingRun.Status.FAILED, error_message=str(exc))
+    except OSError as exc:  # the disk is full, a file is too large, storage is unreachable
+        log.note(f"failed: {exc}")
+        outcome.update(status=TrainingRun.Status.FAILED, error_message=f"The artifact could not be written: {exc}")
     except Exception as exc:  # noqa: BLE001 - any crash must end as a failed run, with its reason
         log.note("failed:\n" + "".join(traceback.format_exc(limit=8)))
         outcome.update(status=TrainingRun.Status.FAILED, error_message=f"{type(exc).__name__}: {exc}")
-    finally:
-        root.removeHandler(log)
-    TrainingRun.objects.filter(pk=run_id).update(finished_at=timezone.now(), heartbeat_at=timezone.now(), log_tail=log.text, **outcome)
-    return TrainingRun.objects.get(pk=run_id)
+    return outcome
+
+
+def _store_artifact(run: TrainingRun, result) -> dict[str, Any]:
+    """Write the artifact locally, then into artifact storage; nothing half-written is kept."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "model.pt"
+        sha256 = result.save(local)
+        with local.open("rb") as handle:
+            run.artifact.save(f"run-{run.pk}-{sha256[:12]}.pt", File(handle), save=False)
+        return {"artifact": run.artifact.name, "artifact_sha256": sha256, "artifact_size": local.stat().st_size}
 
 
 def _process_alive(pid: int) -> bool:
@@ -306,10 +407,21 @@ def training_runs_fail_orphans() -> int:
 
 # ---------------------------------------------------------------------------------------------
 # The registry: promote, roll back, publish
+#
+# A promotion is requested in the web process (cheap checks, no torch) and carried out by a
+# worker, one at a time (PromotionLock). Its steps, in order:
+#   1. verify the artifact (its SHA-256, it loads) and apply the held-out gate;
+#   2. export to ONNX and check that the export answers as the artifact does;
+#   3. publish this version's files under <serving dir>/versions/<version>/ (new names: nothing
+#      that serving reads changes);
+#   4. switch what serving reads (model.pt, the record, then model.onnx, which serving watches) and
+#      record the promotion as succeeded, in one database transaction.
+# A failure in steps 1-3 leaves serving untouched. A failure in step 4 rolls the transaction back
+# and copies the previous version's files back, so serving and the registry agree again.
 
 
 def promoted_run() -> TrainingRun | None:
-    promotion = Promotion.objects.select_related("run").first()
+    promotion = Promotion.objects.filter(status=Promotion.Status.SUCCEEDED).select_related("run").order_by("-promoted_at", "-id").first()
     return promotion.run if promotion else None
 
 
@@ -346,50 +458,169 @@ def heldout_accuracies(*, candidate: TrainingRun, current: TrainingRun) -> tuple
     return candidate_report["accuracy"], report["accuracy"]
 
 
-def model_promote(*, run: TrainingRun, user: AbstractBaseUser | None, override_reason: str = "") -> Promotion:
-    """Make ``run`` the production model: check it loads, apply the held-out gate, publish it.
+def _no_heldout_message(run: TrainingRun) -> str:
+    return (f"Run #{run.pk} has no held-out set, so nothing shows that it is good enough for production. "
+            "Hold out some utterances and retrain, or give a reason to promote it anyway.")
 
-    Rolling back is promoting an older run.
-    """
-    # torch-heavy imports stay out of the web process until a promotion needs them.
-    from mlcore.artifact import file_sha256
-    from mlcore.onnx_export import onnx_uri_for
-    from mlcore.predictor import Predictor
 
+def _worse_message(run: TrainingRun, current: TrainingRun, candidate_accuracy: float, current_accuracy: float) -> str:
+    return (f"Run #{run.pk} answers {candidate_accuracy:.1%} of the held-out questions correctly and the promoted "
+            f"run #{current.pk} {current_accuracy:.1%}: more than {settings.PROMOTION_MAX_ACCURACY_DROP * 100:.1f} points worse. "
+            "Give a reason to promote it anyway.")
+
+
+def _is_worse(candidate_accuracy: float | None, current_accuracy: float | None) -> bool:
+    if candidate_accuracy is None or current_accuracy is None:
+        return False
+    return candidate_accuracy < current_accuracy - settings.PROMOTION_MAX_ACCURACY_DROP
+
+
+def promotion_gate_precheck(*, run: TrainingRun, override_reason: str) -> None:
+    """What the gate can decide from recorded metrics alone (in the web process, no torch): a run
+    without a held-out set, or worse than production on the same held-out questions, needs a reason.
+    The worker applies the whole gate again, re-scoring production on new held-out questions."""
     if run.status != TrainingRun.Status.SUCCEEDED:
         raise ValidationError({"run": f"Run #{run.pk} has not succeeded ({run.status}); only a succeeded run can be promoted."})
+    if not run.artifact:
+        raise ValidationError({"artifact": f"Run #{run.pk} has no artifact."})
+    if override_reason:
+        return
+    if not run.heldout_report:
+        raise ValidationError({"override_reason": _no_heldout_message(run)})
+    current = promoted_run()
+    if current is None or current.pk == run.pk or not current.heldout_report:
+        return
+    if current.snapshot.heldout_fingerprint == run.snapshot.heldout_fingerprint:
+        candidate_accuracy, current_accuracy = run.heldout_report["accuracy"], current.heldout_report["accuracy"]
+        if _is_worse(candidate_accuracy, current_accuracy):
+            raise ValidationError({"override_reason": _worse_message(run, current, candidate_accuracy, current_accuracy)})
+
+
+def model_promote_request(*, run: TrainingRun, user: AbstractBaseUser | None, override_reason: str = "", enqueue: bool = True) -> Promotion:
+    """Record a promotion request and queue it for a worker (after the commit)."""
     override_reason = override_reason.strip()
-    with artifact_local_copy(run) as path:
-        if file_sha256(path) != run.artifact_sha256:
-            raise ValidationError({"artifact": f"Run #{run.pk}'s stored artifact does not match its recorded SHA-256; it cannot be promoted."})
-        try:
-            Predictor.from_file(path)
-        except ArtifactError as exc:
-            raise ValidationError({"artifact": f"Run #{run.pk}'s artifact does not load, so it cannot be promoted: {exc}"}) from None
+    promotion_gate_precheck(run=run, override_reason=override_reason)
+    with transaction.atomic():
+        promotion = Promotion.objects.create(run=run, promoted_by=user, serving_uri=settings.SERVING_MODEL_URI, override_reason=override_reason)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_promotion(promotion.pk))
+    promotion.refresh_from_db()
+    return promotion
+
+
+def _enqueue_promotion(promotion_id: int) -> None:
+    try:
+        task_id = _queue_task("webapp.training.tasks.model_promote_task", promotion_id, name=f"promotion-{promotion_id}")
+    except QueueUnavailable as exc:
+        logger.error("promotion %s could not be queued: %s", promotion_id, exc)
+        _promotion_fail(promotion_id, f"The promotion could not be queued: {exc}. Request it again when the queue is back.")
+        return
+    Promotion.objects.filter(pk=promotion_id).update(task_id=task_id)
+
+
+def model_promote(*, run: TrainingRun, user: AbstractBaseUser | None, override_reason: str = "") -> Promotion:
+    """Request a promotion and carry it out in this process (scripts and tests); a promotion that
+    fails raises ValidationError with its reason, and has changed nothing."""
+    promotion = model_promote_request(run=run, user=user, override_reason=override_reason, enqueue=False)
+    promotion = model_promote_execute(promotion_id=promotion.pk)
+    if promotion.status != Promotion.Status.SUCCEEDED:
+        raise ValidationError({"promotion": promotion.error_message})
+    return promotion
+
+
+def model_promote_execute(*, promotion_id: int) -> Promotion | None:
+    """Carry out a queued promotion (in the worker). Delivered twice, it runs once."""
+    if not Promotion.objects.filter(pk=promotion_id, status=Promotion.Status.QUEUED).update(status=Promotion.Status.RUNNING):
+        logger.warning("promotion %s is not queued; not carrying it out", promotion_id)
+        return None
+    try:
+        with _publishing_lock(promotion_id):
+            _promote(Promotion.objects.select_related("run__snapshot").get(pk=promotion_id))
+    except ValidationError as exc:
+        _promotion_fail(promotion_id, " ".join(exc.messages))
+    except Exception as exc:  # noqa: BLE001 - any crash ends as a failed promotion, with its reason
+        logger.exception("promotion %s failed", promotion_id)
+        _promotion_fail(promotion_id, f"{type(exc).__name__}: {_first_line(exc)}")
+    return Promotion.objects.get(pk=promotion_id)
+
+
+def _promotion_fail(promotion_id: int, reason: str) -> None:
+    Promotion.objects.filter(pk=promotion_id).exclude(status=Promotion.Status.SUCCEEDED).update(
+        status=Promotion.Status.FAILED, error_message=reason, finished_at=timezone.now(),
+    )
+
+
+class PromotionBusy(Exception):
+    pass
+
+
+@contextmanager
+def _publishing_lock(promotion_id: int) -> Iterator[None]:
+    """Hold the one publishing lock: wait while another promotion holds it (at most its lease)."""
+    from webapp.training.models import PromotionLock
+
+    PromotionLock.objects.get_or_create(pk=1)
+    lease = settings.PROMOTION_LOCK_SECONDS
+    deadline = time.monotonic() + lease
+    while True:
+        now = timezone.now()
+        free = Q(holder__isnull=True) | Q(expires_at__lt=now)
+        if PromotionLock.objects.filter(free, pk=1).update(holder_id=promotion_id, expires_at=now + timezone.timedelta(seconds=lease)):
+            break
+        if time.monotonic() > deadline:
+            raise ValidationError({"promotion": "Another promotion held the publishing lock for too long; request this one again."})
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        PromotionLock.objects.filter(pk=1, holder_id=promotion_id).update(holder=None, expires_at=None)
+
+
+def _promote(promotion: Promotion) -> None:
+    run = promotion.run
+    with artifact_local_copy(run) as artifact, tempfile.TemporaryDirectory() as folder:
+        _verify_artifact(run, artifact)
         current = promoted_run()
-        candidate_accuracy = current_accuracy = None
-        if current is not None and current.pk != run.pk:
-            candidate_accuracy, current_accuracy = heldout_accuracies(candidate=run, current=current)
-            margin = settings.PROMOTION_MAX_ACCURACY_DROP
-            worse = candidate_accuracy is not None and current_accuracy is not None and candidate_accuracy < current_accuracy - margin
-            if worse and not override_reason:
-                raise ValidationError({"override_reason": (
-                    f"Run #{run.pk} answers {candidate_accuracy:.1%} of the held-out questions correctly and the promoted "
-                    f"run #{current.pk} {current_accuracy:.1%}: more than {margin * 100:.1f} points worse. "
-                    "Give a reason to promote it anyway."
-                )})
-            if not worse:
-                override_reason = ""
-        elif run.heldout_report:
-            candidate_accuracy = run.heldout_report["accuracy"]
-        with tempfile.TemporaryDirectory() as folder:
-            onnx_path = serving_export(artifact=path, folder=Path(folder), run=run)
-            # The ONNX export first: serving watches it; the .pt beside it is the record.
-            publish_artifact(source=onnx_path, uri=onnx_uri_for(settings.SERVING_MODEL_URI))
-            publish_artifact(source=path, uri=settings.SERVING_MODEL_URI)
-    return Promotion.objects.create(
-        run=run, previous_run=current, promoted_by=user, serving_uri=settings.SERVING_MODEL_URI,
-        heldout_accuracy=candidate_accuracy, previous_heldout_accuracy=current_accuracy, override_reason=override_reason,
+        _apply_gate(promotion, current)
+        onnx_path = serving_export(artifact=artifact, folder=Path(folder), run=run)
+        # Where the request said: the registry records exactly where serving's files went.
+        live = ServingFiles.live(promotion.serving_uri)
+        version = ServingFiles.for_version(promotion.serving_uri, run.version)
+        _publish_version(version, artifact=artifact, onnx=onnx_path)
+        previous = _previous_version(current, live)
+        _switch_and_record(promotion, live, version, previous)
+
+
+def _verify_artifact(run: TrainingRun, path: Path) -> None:
+    from mlcore.artifact import file_sha256
+    from mlcore.predictor import Predictor
+
+    if file_sha256(path) != run.artifact_sha256:
+        raise ValidationError({"artifact": f"Run #{run.pk}'s stored artifact does not match its recorded SHA-256; it cannot be promoted."})
+    try:
+        Predictor.from_file(path)
+    except ArtifactError as exc:
+        raise ValidationError({"artifact": f"Run #{run.pk}'s artifact does not load, so it cannot be promoted: {exc}"}) from None
+
+
+def _apply_gate(promotion: Promotion, current: TrainingRun | None) -> None:
+    """The held-out gate, in full; records both accuracies (and the override, when it was needed)."""
+    run, override = promotion.run, promotion.override_reason
+    candidate_accuracy = current_accuracy = None
+    needed_override = not run.heldout_report
+    if not run.heldout_report and not override:
+        raise ValidationError({"override_reason": _no_heldout_message(run)})
+    if current is not None and current.pk != run.pk:
+        candidate_accuracy, current_accuracy = heldout_accuracies(candidate=run, current=current)
+        if _is_worse(candidate_accuracy, current_accuracy):
+            if not override:
+                raise ValidationError({"override_reason": _worse_message(run, current, candidate_accuracy, current_accuracy)})
+            needed_override = True
+    elif run.heldout_report:
+        candidate_accuracy = run.heldout_report["accuracy"]
+    Promotion.objects.filter(pk=promotion.pk).update(
+        previous_run=current, heldout_accuracy=candidate_accuracy, previous_heldout_accuracy=current_accuracy,
+        override_reason=override if needed_override else "",
     )
 
 
@@ -409,22 +640,141 @@ def serving_export(*, artifact: Path, folder: Path, run: TrainingRun) -> Path:
     return target
 
 
+class ServingFiles:
+    """Where a model's two files live: the live pair serving reads (SERVING_MODEL_URI and the
+    .onnx beside it), or one version's pair under versions/<version>/ beside them."""
+
+    def __init__(self, pt: str, onnx: str) -> None:
+        self.pt, self.onnx = pt, onnx
+
+    @classmethod
+    def live(cls, uri: str) -> "ServingFiles":
+        from mlcore.onnx_export import onnx_uri_for
+
+        return cls(uri, onnx_uri_for(uri))
+
+    @classmethod
+    def for_version(cls, uri: str, version: str) -> "ServingFiles":
+        live = cls.live(uri)
+        folder = f"versions/{version}"
+        return cls(_sibling(live.pt, f"{folder}/{_basename(live.pt)}"), _sibling(live.onnx, f"{folder}/{_basename(live.onnx)}"))
+
+    @property
+    def folder(self) -> str:
+        return self.pt.rsplit("/", 1)[0]
+
+
+def _basename(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def _sibling(uri: str, relative: str) -> str:
+    return f"{uri.rsplit('/', 1)[0]}/{relative}" if "/" in uri else relative
+
+
+def _publish_version(version: ServingFiles, *, artifact: Path, onnx: Path) -> None:
+    """Step 3: this version's files under their own names; serving reads none of them."""
+    publish_artifact(source=artifact, uri=version.pt)
+    publish_artifact(source=onnx, uri=version.onnx)
+
+
+def _previous_version(current: TrainingRun | None, live: ServingFiles) -> ServingFiles | None:
+    """The files to restore if the switch fails: the current version's copy. Models promoted
+    before versioned copies existed get theirs now, from what serving holds."""
+    if current is None:
+        return None
+    previous = ServingFiles.for_version(live.pt, current.version)
+    if not (storage_exists(previous.pt) and storage_exists(previous.onnx)) and storage_exists(live.pt) and storage_exists(live.onnx):
+        storage_copy(live.pt, previous.pt)
+        storage_copy(live.onnx, previous.onnx)
+    return previous if storage_exists(previous.onnx) else None
+
+
+def _switch_and_record(promotion: Promotion, live: ServingFiles, version: ServingFiles, previous: ServingFiles | None) -> None:
+    """Step 4: switch serving to ``version`` and record it, or put everything back as it was."""
+    from webapp.training.models import PromotionLock
+
+    try:
+        with transaction.atomic():
+            lock = PromotionLock.objects.select_for_update().get(pk=1)
+            if lock.holder_id != promotion.pk:
+                raise ValidationError({"promotion": "The publishing lock expired before the switch; request the promotion again."})
+            _switch(version, live)  # the record first, then what serving watches
+            _record_success(promotion, version)
+    except BaseException:
+        _restore(previous, live)
+        raise
+
+
+def _switch(version: ServingFiles, live: ServingFiles) -> None:
+    storage_copy(version.pt, live.pt)
+    storage_copy(version.onnx, live.onnx)
+
+
+def _record_success(promotion: Promotion, version: ServingFiles) -> None:
+    now = timezone.now()
+    Promotion.objects.filter(pk=promotion.pk).update(
+        status=Promotion.Status.SUCCEEDED, promoted_at=now, finished_at=now, version_uri=version.folder, error_message="",
+    )
+
+
+def _restore(previous: ServingFiles | None, live: ServingFiles) -> None:
+    """Serving back to the previous version; with none before, back to no model at all."""
+    try:
+        if previous is not None:
+            _switch(previous, live)
+        else:
+            storage_delete(live.onnx)
+            storage_delete(live.pt)
+    except Exception:
+        logger.exception("could not restore the serving files after a failed promotion; serving may hold an unrecorded model")
+
+
+# -- the store serving reads: a local folder, or S3 ------------------------------------------------
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key:
+        raise ValidationError({"serving_uri": f"{uri} is not of the form s3://bucket/key."})
+    return bucket, key
+
+
+def _s3():
+    import boto3
+    from botocore.config import Config
+
+    # Bounded: a slow or unreachable S3 fails the promotion with a reason instead of hanging it.
+    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, config=config)
+
+
+@contextmanager
+def _storage_errors(action: str, uri: str) -> Iterator[None]:
+    try:
+        yield
+    except ValidationError:
+        raise
+    except Exception as exc:  # botocore's errors, OSError (disk full, permissions)
+        raise ValidationError({"serving_uri": f"Could not {action} {uri}: {_first_line(exc)}"}) from exc
+
+
 def publish_artifact(*, source: Path, uri: str) -> None:
     """Replace what ``uri`` holds in one step: readers see the old file or the new, never a mix."""
-    if uri.startswith("s3://"):
-        import boto3
+    with _storage_errors("write", uri):
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            _s3().upload_file(str(source), bucket, key)  # S3 swaps the object when the upload completes
+            return
+        with source.open("rb") as reader:
+            _atomic_write(Path(uri), reader)
 
-        bucket, _, key = uri[len("s3://"):].partition("/")
-        if not bucket or not key:
-            raise ValidationError({"serving_uri": f"{uri} is not of the form s3://bucket/key."})
-        # One PUT: S3 swaps the object atomically when the upload completes.
-        boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL).upload_file(str(source), bucket, key)
-        return
-    target = Path(uri)
+
+def _atomic_write(target: Path, reader) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(descriptor, "wb") as handle, source.open("rb") as reader:
+        with os.fdopen(descriptor, "wb") as handle:
             shutil.copyfileobj(reader, handle, 1 << 20)
             handle.flush()
             os.fsync(handle.fileno())
@@ -433,3 +783,83 @@ def publish_artifact(*, source: Path, uri: str) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def storage_copy(source_uri: str, target_uri: str) -> None:
+    """Copy one published file to another name, atomically for readers of the target."""
+    with _storage_errors("copy to", target_uri):
+        if target_uri.startswith("s3://"):
+            source_bucket, source_key = _split_s3(source_uri)
+            bucket, key = _split_s3(target_uri)
+            _s3().copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+            return
+        with Path(source_uri).open("rb") as reader:
+            _atomic_write(Path(target_uri), reader)
+
+
+def storage_exists(uri: str) -> bool:
+    with _storage_errors("read", uri):
+        if uri.startswith("s3://"):
+            from botocore.exceptions import ClientError
+
+            bucket, key = _split_s3(uri)
+            try:
+                _s3().head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+        return Path(uri).exists()
+
+
+def storage_delete(uri: str) -> None:
+    with _storage_errors("delete", uri):
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            _s3().delete_object(Bucket=bucket, Key=key)
+            return
+        Path(uri).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep (a django-q2 schedule) and the schedules themselves
+
+
+def promotions_fail_abandoned() -> int:
+    """Fail promotions left "running" by a worker that died: the lock's lease has expired, or
+    another promotion holds it."""
+    from webapp.training.models import PromotionLock
+
+    lock = PromotionLock.objects.filter(pk=1).first()
+    live_holder = lock.holder_id if lock and lock.expires_at and lock.expires_at > timezone.now() else None
+    abandoned = Promotion.objects.filter(status=Promotion.Status.RUNNING).exclude(pk=live_holder)
+    # A running promotion may be waiting for the lock: only those older than a whole lease are abandoned.
+    abandoned = abandoned.filter(requested_at__lt=timezone.now() - timezone.timedelta(seconds=settings.PROMOTION_LOCK_SECONDS))
+    return abandoned.update(status=Promotion.Status.FAILED, finished_at=timezone.now(),
+                            error_message="The worker carrying out this promotion stopped; serving kept the previous model. Request it again.")
+
+
+def jobs_sweep() -> dict[str, int]:
+    return {"runs_failed": training_runs_fail_orphans(), "promotions_failed": promotions_fail_abandoned()}
+
+
+SCHEDULES = {
+    # name: (function, the setting that holds its interval in minutes)
+    "drain review queue": ("webapp.review.tasks.review_queue_drain_task", "REVIEW_DRAIN_MINUTES"),
+    "sweep training jobs": ("webapp.training.tasks.jobs_sweep_task", "TRAINING_SWEEP_MINUTES"),
+}
+
+
+def schedules_sync() -> None:
+    """Make the django-q2 schedules match the settings (after migrate and when a cluster starts)."""
+    from django_q.models import Schedule
+
+    for name, (func, setting) in SCHEDULES.items():
+        minutes = getattr(settings, setting)
+        schedule = Schedule.objects.filter(name=name).first()
+        if schedule is None:
+            Schedule.objects.create(name=name, func=func, schedule_type=Schedule.MINUTES, minutes=minutes, repeats=-1)
+        elif (schedule.func, schedule.schedule_type, schedule.minutes) != (func, Schedule.MINUTES, minutes):
+            schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats = func, Schedule.MINUTES, minutes, -1
+            schedule.save()

@@ -1,4 +1,8 @@
-"""When a django-q2 worker process starts, runs left "running" by a dead worker are marked failed."""
+"""Keeping the background jobs honest without a page load doing it.
+
+When a django-q2 worker process starts, runs left "running" by a dead worker are marked failed
+and the schedules are made to match the settings; after `migrate`, the schedules too.
+"""
 
 import logging
 
@@ -9,10 +13,17 @@ logger = logging.getLogger(__name__)
 
 
 @receiver(post_spawn)
-def fail_orphaned_runs(sender, proc_name, **kwargs):
-    from webapp.training.services import training_runs_fail_orphans
+def sweep_on_worker_start(sender, proc_name, **kwargs):
+    from webapp.training.services import jobs_sweep, schedules_sync
 
     try:
-        training_runs_fail_orphans()
+        jobs_sweep()
+        schedules_sync()
     except Exception:  # never keep a worker from starting
-        logger.exception("could not check for orphaned training runs")
+        logger.exception("could not sweep orphaned jobs or sync the schedules")
+
+
+def sync_schedules_after_migrate(sender, **kwargs):
+    from webapp.training.services import schedules_sync
+
+    schedules_sync()

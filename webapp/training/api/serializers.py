@@ -54,5 +54,5 @@ class PromotionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Promotion
-        fields = ["id", "run", "previous_run", "promoted_by", "promoted_at", "serving_uri", "heldout_accuracy",
-                  "previous_heldout_accuracy", "override_reason"]
+        fields = ["id", "run", "status", "previous_run", "promoted_by", "requested_at", "promoted_at", "finished_at",
+                  "serving_uri", "version_uri", "heldout_accuracy", "previous_heldout_accuracy", "override_reason", "error_message"]

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mlcore.config import DEVICES
 from webapp.training import services
-from webapp.training.models import TrainingRun
+from webapp.training.models import Promotion, TrainingRun
 
 
 class Command(BaseCommand):
@@ -37,6 +37,8 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages), returncode=2) from None
         self.stdout.write(str(run.pk))
+        if run.status == TrainingRun.Status.FAILED:
+            raise CommandError(run.error_message, returncode=1)
         if not wait:
             return
         last = None
@@ -52,8 +54,18 @@ class Command(BaseCommand):
         report = run.heldout_report or run.validation_report
         self.stderr.write(f"run #{run.pk} succeeded: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
         if promote:
-            try:
-                promotion = services.model_promote(run=run, user=launcher)
-            except ValidationError as exc:
-                raise CommandError(" ".join(exc.messages), returncode=1) from None
-            self.stderr.write(f"run #{run.pk} promoted to {promotion.serving_uri}")
+            self._promote(run, launcher)
+
+    def _promote(self, run, launcher) -> None:
+        """Queue the promotion for the worker and wait for it, as the admin's button does."""
+        try:
+            promotion = services.model_promote_request(run=run, user=launcher)
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages), returncode=1) from None
+        self.stderr.write(f"promotion #{promotion.pk} of run #{run.pk} queued")
+        while not promotion.is_finished:
+            time.sleep(0.5)
+            promotion.refresh_from_db()
+        if promotion.status != Promotion.Status.SUCCEEDED:
+            raise CommandError(f"Promotion #{promotion.pk} failed: {promotion.error_message}", returncode=1)
+        self.stderr.write(f"run #{run.pk} promoted to {promotion.serving_uri}")

@@ -1,0 +1,184 @@
+"""Promotion as one serialized, recoverable worker step: serving and the registry always agree."""
+
+import threading
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from mlcore.artifact import file_sha256
+from webapp.training import services
+from webapp.training.models import Promotion, PromotionLock, TrainingRun
+
+
+def serving_state(serving_path) -> tuple[str | None, str | None]:
+    """The SHA-256 of the .pt serving holds, and the artifact SHA-256 its ONNX export carries."""
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    onnx = serving_path.with_suffix(".onnx")
+    return (file_sha256(serving_path) if serving_path.exists() else None,
+            OnnxPredictor.from_file(onnx).sha256 if onnx.exists() else None)
+
+
+def assert_consistent(serving_path, expected_run: TrainingRun | None) -> None:
+    """Serving holds exactly what the registry records, and nothing is left half-done."""
+    sha = expected_run.artifact_sha256 if expected_run else None
+    assert serving_state(serving_path) == (sha, sha)
+    assert services.promoted_run() == expected_run
+    assert PromotionLock.objects.get(pk=1).holder_id is None
+    assert not [p for p in serving_path.parent.rglob("*.tmp")] if serving_path.parent.exists() else True
+
+
+def fail_on_entry(monkeypatch, name: str) -> None:
+    original = getattr(services, name)
+
+    def injected(*args, **kwargs):
+        raise RuntimeError(f"injected failure before {name}")
+
+    monkeypatch.setattr(services, name, injected)
+    assert original is not injected
+
+
+def fail_switching_onnx(monkeypatch, serving_path) -> None:
+    """The .pt record is already switched; the copy that serving watches fails."""
+    original = services.storage_copy
+
+    def copy(source_uri, target_uri):
+        if target_uri == str(serving_path.with_suffix(".onnx")):
+            raise OSError("injected failure switching model.onnx")
+        return original(source_uri, target_uri)
+
+    monkeypatch.setattr(services, "storage_copy", copy)
+
+
+STEPS = ["_verify_artifact", "_apply_gate", "serving_export", "_publish_version", "_previous_version",
+         "_switch_and_record", "switch model.onnx", "_record_success"]
+
+
+def test_a_failure_between_any_two_steps_leaves_serving_and_the_registry_as_they_were(trained, ml_engineer, serving_path, monkeypatch):
+    first, second = trained(), trained(seed=7)
+    services.model_promote(run=first, user=ml_engineer)
+    assert_consistent(serving_path, first)
+    for step in STEPS:
+        with monkeypatch.context() as patch:
+            if step == "switch model.onnx":
+                fail_switching_onnx(patch, serving_path)
+            else:
+                fail_on_entry(patch, step)
+            with pytest.raises(ValidationError, match="injected failure"):
+                services.model_promote(run=second, user=ml_engineer, override_reason="the gate is not under test")
+        failed = Promotion.objects.filter(run=second).order_by("-id").first()
+        assert failed.status == Promotion.Status.FAILED and "injected failure" in failed.error_message, step
+        assert failed.finished_at and failed.promoted_at is None
+        assert_consistent(serving_path, first)
+    # Nothing stuck: the same promotion, asked again, goes through.
+    services.model_promote(run=second, user=ml_engineer, override_reason="the gate is not under test")
+    assert_consistent(serving_path, second)
+
+
+def test_a_first_promotion_that_fails_at_the_switch_leaves_no_model(trained, ml_engineer, serving_path, monkeypatch):
+    run = trained()
+    fail_on_entry(monkeypatch, "_record_success")
+    with pytest.raises(ValidationError, match="injected failure"):
+        services.model_promote(run=run, user=ml_engineer)
+    assert_consistent(serving_path, None)  # serving reads nothing the registry does not record
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_promotions_at_once_take_turns(trained, ml_engineer, serving_path, monkeypatch):
+    first, second = trained(), trained(seed=7)
+    requests = [services.model_promote_request(run=run, user=ml_engineer, override_reason="race", enqueue=False) for run in (first, second)]
+    switching, overlaps = [], []
+    original = services._switch
+
+    def slow_switch(version, live):
+        if switching:
+            overlaps.append(version.pt)
+        switching.append(version.pt)
+        time.sleep(0.3)  # widen the window a second promotion would slip into
+        original(version, live)
+        switching.remove(version.pt)
+
+    monkeypatch.setattr(services, "_switch", slow_switch)
+
+    def carry_out(promotion_id):
+        try:
+            services.model_promote_execute(promotion_id=promotion_id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=carry_out, args=(p.pk,)) for p in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    done = list(Promotion.objects.order_by("promoted_at"))
+    assert [p.status for p in done] == ["succeeded", "succeeded"], [p.error_message for p in done]
+    assert not overlaps
+    last = done[-1]
+    assert last.previous_run == done[0].run  # the second saw the first as production
+    assert_consistent(serving_path, last.run)
+
+
+def test_a_storage_error_is_a_clear_message_on_the_run_page(trained, ml_engineer, settings, aws, moto_server, client):
+    settings.AWS_S3_ENDPOINT_URL = moto_server
+    settings.SERVING_MODEL_URI = "s3://no-such-bucket/production/model.pt"
+    run = trained()
+    with pytest.raises(ValidationError, match="Could not write s3://no-such-bucket/production/versions/"):
+        services.model_promote(run=run, user=ml_engineer)
+    promotion = Promotion.objects.get(run=run)
+    assert promotion.status == Promotion.Status.FAILED and services.promoted_run() is None
+    client.force_login(ml_engineer)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/")
+    assert page.status_code == 200
+    assert f"Promotion #{promotion.pk}" in page.content.decode() and "serving kept the previous model" in page.content.decode()
+
+
+def test_promoting_without_a_held_out_set_needs_a_recorded_reason(trained, ml_engineer, serving_path, client):
+    from webapp.labeling import services as labeling
+    from webapp.labeling.models import Utterance
+
+    labeling.utterances_set_held_out(utterances=Utterance.objects.all(), held_out=False, user=ml_engineer)
+    client.force_login(ml_engineer)
+    assert "No held-out set exists" in client.get("/admin/training/trainingrun/launch/").content.decode()
+    run = trained()
+    assert run.heldout_report is None
+    assert "No held-out set exists for this run" in client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    with pytest.raises(ValidationError, match="has no held-out set"):
+        services.model_promote_request(run=run, user=ml_engineer)
+    refused = client.post(f"/admin/training/trainingrun/{run.pk}/promote/", follow=True)
+    assert "has no held-out set" in refused.content.decode() and not Promotion.objects.exists()
+    promotion = services.model_promote(run=run, user=ml_engineer, override_reason="a first model for the demo")
+    assert promotion.override_reason == "a first model for the demo" and promotion.heldout_accuracy is None
+    assert_consistent(serving_path, run)
+
+
+def test_the_admin_queues_the_promotion_and_the_page_follows_it(trained, ml_engineer, serving_path, client, django_capture_on_commit_callbacks):
+    run = trained()
+    client.force_login(ml_engineer)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(f"/admin/training/trainingrun/{run.pk}/promote/", follow=True)
+    promotion = Promotion.objects.get()
+    assert len(callbacks) == 1 and promotion.status == Promotion.Status.QUEUED
+    assert "is queued" in response.content.decode() and 'data-pending="1"' in response.content.decode()
+    assert client.get(f"/admin/training/trainingrun/{run.pk}/progress/").json()["promotions_pending"] == 1
+    assert services.promoted_run() is None and not serving_path.exists()  # nothing published by the web request
+    services.model_promote_execute(promotion_id=promotion.pk)
+    assert services.model_promote_execute(promotion_id=promotion.pk) is None  # delivered twice, carried out once
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert 'data-pending="0"' in page and "Promoted by" in page
+    assert_consistent(serving_path, run)
+
+
+def test_a_promotion_abandoned_by_a_dead_worker_is_failed_by_the_sweep(trained, ml_engineer, settings):
+    from django.utils import timezone
+
+    run = trained()
+    promotion = services.model_promote_request(run=run, user=ml_engineer, enqueue=False)
+    Promotion.objects.filter(pk=promotion.pk).update(status=Promotion.Status.RUNNING,
+                                                     requested_at=timezone.now() - timezone.timedelta(seconds=settings.PROMOTION_LOCK_SECONDS + 5))
+    PromotionLock.objects.update_or_create(pk=1, defaults={"holder_id": promotion.pk, "expires_at": timezone.now() - timezone.timedelta(seconds=1)})
+    assert services.jobs_sweep()["promotions_failed"] == 1
+    promotion.refresh_from_db()
+    assert promotion.status == Promotion.Status.FAILED and "stopped" in promotion.error_message
