@@ -11,16 +11,20 @@ import hmac
 import inspect
 import json
 import logging
+import re
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Security
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 import orjson
 from mangum import Mangum
 from pydantic import BaseModel, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlcore.prediction import ranked_distribution
 from serving_config import ServingSettings
@@ -54,25 +58,90 @@ class BatchClassification(BaseModel):
     results: list[Classification]
 
 
+class Problem(BaseModel):
+    """A refused request (401) or no model to answer with (503)."""
+
+    detail: str
+
+
+class InputError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InputProblem(BaseModel):
+    """A body that is not a valid request: ``detail`` names each problem in one sentence."""
+
+    detail: str
+    errors: list[InputError]
+
+
+class ReviewCounts(BaseModel):
+    sink: str
+    delivered: int
+    undelivered: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    model_loaded: bool
+    model_version: str | None
+    uptime_seconds: float
+    error: str | None
+    review: ReviewCounts
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    intents: list[str]
+    threshold: float
+    recommended_threshold: float
+    temperature: float
+    base_model: str | None
+    created_at: str | None
+    dataset_fingerprint: str | None
+    metrics: dict[str, Any]
+
+
+# What a text must hold besides whitespace: something other than control characters (NUL, ESC, DEL...),
+# which the tokenizer drops. Python's re and JSON Schema's (ECMA-262) regexes read this class alike, but
+# for a few rare spaces (ECMA's \s also holds U+FEFF).
+PRINTABLE = r"[^\s\x00-\x1f\x7f-\x9f]"
+NOTHING_BUT_CONTROLS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]*")
+# A str decoded from JSON holds a surrogate code point only if the JSON escaped an unpaired one
+# ("\ud800"): not Unicode text, and the tokenizer cannot take it.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRouter | None = None, *, fast_path: bool = True) -> FastAPI:
     started = time.monotonic()
     router = router or build_router(settings)
     max_chars, max_batch = settings.max_text_chars, settings.max_batch_size
 
     def check_text(text: str) -> str:
+        """The one text check of both routes and the fast path."""
         if not text.strip():
             raise ValueError("text must not be empty or whitespace only")
         if len(text) > max_chars:
             raise ValueError(f"text has {len(text)} characters; at most {max_chars} are allowed")
+        if NOTHING_BUT_CONTROLS.fullmatch(text):
+            raise ValueError("text holds nothing but control characters and whitespace")
+        if surrogate := LONE_SURROGATE.search(text):
+            raise ValueError(f"text is not valid Unicode: a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start()}")
         return text
 
+    # The limits are checked by check_text, with its messages; the schema states them (json_schema_extra).
+    text_limits = {"minLength": 1, "maxLength": max_chars, "pattern": PRINTABLE}
+    Text = Annotated[str, Field(json_schema_extra=text_limits)]
+
     class ClassifyRequest(BaseModel):
-        text: Annotated[str, Field(description=f"The utterance, 1 to {max_chars} characters.")]
+        text: Annotated[Text, Field(description=f"The utterance, 1 to {max_chars} characters, not blank.")]
 
         _check = field_validator("text")(lambda cls, value: check_text(value))
 
     class BatchRequest(BaseModel):
-        texts: Annotated[list[str], Field(description=f"1 to {max_batch} utterances.")]
+        texts: Annotated[list[Text], Field(description=f"1 to {max_batch} utterances.", json_schema_extra={"minItems": 1, "maxItems": max_batch})]
 
         @field_validator("texts")
         @classmethod
@@ -93,7 +162,9 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         matches = [hmac.compare_digest(supplied.encode(), key.encode()) for key in settings.api_keys]
         return any(matches)
 
-    async def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+    api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="One of the keys in API_KEYS.")
+
+    async def require_api_key(x_api_key: Annotated[str | None, Security(api_key_header)] = None) -> None:
         if settings.api_keys and not key_is_valid(x_api_key or ""):
             raise HTTPException(status_code=401, detail="a valid x-api-key header is required")
 
@@ -105,13 +176,25 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
 
     app = FastAPI(title="intentflow serving", version="1", **NO_TELEMETRY)
     # Without keys the check is left out of the route entirely: nothing to solve per request.
-    guarded = [Depends(require_api_key)] if settings.api_keys else []
+    guarded = [Security(require_api_key)] if settings.api_keys else []
+    # The error answers each route can give, declared in the OpenAPI schema.
+    refused = {401: {"model": Problem, "description": "x-api-key is missing or not one of API_KEYS."}} if settings.api_keys else {}
+    no_model = {503: {"model": Problem, "description": "No model is loaded; `detail` says why."}}
+    bad_input = {422: {"model": InputProblem, "description": "Not a valid request; `detail` names each problem."}}
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg'].removeprefix('Value error, ')}"
                     for error in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": jsonable(exc.errors())})
+
+    @app.exception_handler(StarletteHTTPException)  # what FastAPI's body parsing raises
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):  # FastAPI's vague 400 for a JSON body that cannot be decoded
+            problem = f"cannot be decoded as {cause.encoding}: {cause.reason} at byte {cause.start}"
+            return JSONResponse(status_code=422, content={"detail": f"body: {problem}", "errors": [{"loc": ["body"], "msg": problem, "type": "json_invalid"}]})
+        return await http_exception_handler(request, exc)
 
     def classify_texts(texts: list[str]) -> list[dict]:
         """Plain dicts, serialised once: building and re-validating a pydantic model per intent
@@ -158,7 +241,7 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
     # `async def` runs the model on the event loop's thread: a plain `def` would hop to a thread
     # pool and back for every request, which costs more than the model call itself. Lambda sends
     # one request at a time to a container; under uvicorn, run one worker process per core.
-    @app.post("/classify", response_model=Classification, dependencies=guarded)
+    @app.post("/classify", response_model=Classification, dependencies=guarded, responses={**refused, **bad_input, **no_model})
     async def classify(body: ClassifyRequest) -> Response:
         return Response(classify_one(body.text, time.perf_counter()), media_type="application/json")
 
@@ -180,14 +263,14 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
     if fast_path:
         app.add_middleware(FastPath, path="/classify", answer=answer_classify)
 
-    @app.post("/classify/batch", response_model=BatchClassification, dependencies=guarded)
+    @app.post("/classify/batch", response_model=BatchClassification, dependencies=guarded, responses={**refused, **bad_input, **no_model})
     async def classify_batch(body: BatchRequest) -> JSONResponse:
         started_at = time.perf_counter()
         results = classify_texts(body.texts)
         log_request(results, body.texts, started_at)
         return json_response({"results": results})
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "No model is loaded; `error` says why."}})
     async def health() -> JSONResponse:
         try:
             loaded = store.get()
@@ -203,18 +286,18 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         }
         return JSONResponse(status_code=200 if loaded else 503, content=body)
 
-    @app.get("/model", dependencies=guarded)
-    async def model_info() -> dict:
+    @app.get("/model", response_model=ModelInfo, dependencies=guarded, responses={**refused, **no_model})
+    async def model_info() -> Response:
         predictor = model().predictor
         info = describe(predictor)
-        return {
+        return json_response({
             "model_version": predictor.version,
             "intents": predictor.labels,
             "threshold": settings.confidence_threshold if settings.confidence_threshold is not None else predictor.threshold,
             "recommended_threshold": predictor.threshold,
             "temperature": predictor.temperature,
             **info,
-        }
+        })
 
     app.state.router = router
     return app
@@ -252,7 +335,8 @@ def jsonable(errors: list[dict]) -> list[dict]:
 
 
 settings = ServingSettings()
-store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds, threads=settings.inference_threads)
+store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds, threads=settings.inference_threads,
+                   load_wait_seconds=settings.model_load_wait_seconds)
 if settings.preload_model:
     store.try_preload()
 app = create_app(settings, store)

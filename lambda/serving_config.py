@@ -19,6 +19,9 @@ class ServingSettings(BaseSettings):
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # How often to check whether the promoted model changed (a stat, or an S3 HEAD); 0 checks on every request.
     model_refresh_seconds: float = Field(default=60.0, ge=0.0)
+    # How long a request waits for the first model load before answering 503 (the load goes on in
+    # the background). Once a model is loaded, refreshes never make a request wait.
+    model_load_wait_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
     # When set, requests need an x-api-key header holding one of these (comma-separated).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_text_chars: int = Field(default=1000, ge=1, le=100_000)
@@ -44,6 +47,8 @@ class ServingSettings(BaseSettings):
     def sink_is_complete(self):
         if self.review_sink == "http" and not (self.review_api_url and self.review_api_token):
             raise ValueError("REVIEW_SINK=http needs REVIEW_API_URL and REVIEW_API_TOKEN")
+        if self.review_sink == "http" and not self.review_api_url.startswith(("http://", "https://")):
+            raise ValueError(f"REVIEW_API_URL must be an http:// or https:// URL, got {self.review_api_url!r}")
         if self.review_sink == "sqs" and not self.review_queue_url:
             raise ValueError("REVIEW_SINK=sqs needs REVIEW_QUEUE_URL")
         return self

@@ -2,10 +2,18 @@
 
 Mangum runs the ASGI lifespan on every invocation, so nothing here hangs off the lifespan:
 the store lives at module level and survives between invocations of a warm container.
+
+Loading and refreshing run in one background thread at a time, so a slow or failing source
+(an S3 HEAD that hangs, a download that crawls, a corrupt file) never holds a request while a
+model is loaded: the loaded model keeps answering and the outcome shows in ``error`` (and so in
+/health). Only the very first load makes requests wait, for at most ``load_wait_seconds``; then
+they answer 503 with the reason while the load goes on. On Lambda the thread is frozen with the
+container between invocations: a check that request N started continues at the next thaw.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -18,6 +26,11 @@ from typing import Any, Callable
 from mlcore.errors import ArtifactError
 
 logger = logging.getLogger("serving.model")
+
+# S3 calls run off the request path; these only keep a hung call from blocking the next check for long.
+S3_CONNECT_TIMEOUT_SECONDS = 2
+S3_READ_TIMEOUT_SECONDS = 5
+S3_MAX_ATTEMPTS = 2
 
 
 def load_predictor(path: Path, *, threads: int | None = None):
@@ -39,6 +52,10 @@ class ModelUnavailable(Exception):
     """No model can answer: the message says why (missing, corrupt, unreachable)."""
 
 
+class ModelRejected(ModelUnavailable):
+    """The source was read but is not a usable model: fetching the same version again cannot help."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     predictor: Any  # OnnxPredictor or Predictor: the same predict() and version
@@ -47,16 +64,79 @@ class LoadedModel:
 
 
 class ModelStore:
-    def __init__(self, uri: str, *, refresh_seconds: float, threads: int | None = None, loader: Callable[..., Any] = load_predictor) -> None:
+    def __init__(self, uri: str, *, refresh_seconds: float, threads: int | None = None,
+                 loader: Callable[..., Any] = load_predictor, load_wait_seconds: float = 10.0) -> None:
         self.uri = uri
         self.threads = threads
         self.refresh_seconds = refresh_seconds
+        self.load_wait_seconds = load_wait_seconds
         self._loader = loader
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards starting the one background check
+        self._worker: threading.Thread | None = None
         self._current: LoadedModel | None = None
+        self._rejected_marker: str | None = None  # a version that failed to load: not fetched again
         self._last_check = 0.0
         self.error: str | None = None
         self.loads = 0  # how many artifacts this process has loaded (the tests count them)
+
+    # -- what requests use -------------------------------------------------------------------------
+    def get(self) -> LoadedModel:
+        """The current model (starting a check for a newer one when due, without waiting for it),
+        or, with none loaded yet, the first one, waited for at most ``load_wait_seconds``."""
+        current = self._current
+        if current is not None:
+            if time.monotonic() - self._last_check >= self.refresh_seconds:
+                self._start_check()
+            return current
+        worker = self._start_check()
+        worker.join(self.load_wait_seconds)
+        if self._current is not None:
+            return self._current
+        if worker.is_alive():
+            self.error = f"the model at {self.uri} is still loading after {self.load_wait_seconds:g} s (a slow or unreachable source)"
+        raise ModelUnavailable(self.error or f"the model at {self.uri} could not be loaded")
+
+    def try_preload(self) -> None:
+        try:
+            self.get()
+        except ModelUnavailable as exc:
+            log(logging.ERROR, "model_preload_failed", uri=self.uri, reason=str(exc))
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    # -- the background check ----------------------------------------------------------------------
+    def _start_check(self) -> threading.Thread:
+        """The running check, or a new one: never two at once, so a hung source holds one thread."""
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._last_check = time.monotonic()
+                self._worker = threading.Thread(target=self._check, name="model-refresh", daemon=True)
+                self._worker.start()
+            return self._worker
+
+    def _check(self) -> None:
+        current = self._current
+        marker = None
+        try:
+            marker = self._marker()
+            if current is not None and marker == current.marker:
+                self.error = None  # the source holds the model we serve (again)
+                return
+            if marker == self._rejected_marker:
+                return  # this very version failed to load already; its error stands until a new one
+            loaded = self._fetch_and_load(marker)
+        except Exception as exc:  # anything: an exception in this thread would otherwise vanish unseen
+            self.error = str(exc) if isinstance(exc, ModelUnavailable) else f"the model at {self.uri} failed to load: {type(exc).__name__}: {_short(exc)}"
+            if isinstance(exc, ModelRejected):
+                self._rejected_marker = marker
+            # With a model loaded it keeps answering; the source is checked again when due.
+            log(logging.ERROR, "model_refresh_failed" if current is not None else "model_load_failed", uri=self.uri, reason=self.error)
+            return
+        self._current, self.error = loaded, None
+        log(logging.INFO, "model_swapped" if current is not None else "model_loaded", uri=self.uri,
+            **({"from": current.predictor.version} if current is not None else {}), to=loaded.predictor.version)
 
     # -- the source: a local file or an S3 object ------------------------------------------------
     def _marker(self) -> str:
@@ -89,47 +169,14 @@ class ModelStore:
         try:
             predictor = self._loader(path, threads=self.threads)
         except ArtifactError as exc:
-            raise ModelUnavailable(f"the model at {self.uri} cannot be loaded: {exc}") from None
+            raise ModelRejected(f"the model at {self.uri} cannot be loaded: {exc}") from None
         self.loads += 1
         return predictor
 
-    # -- what requests use -------------------------------------------------------------------------
-    def get(self) -> LoadedModel:
-        """The current model, loading it if there is none and checking for a newer one when due."""
-        current = self._current
-        if current is not None and time.monotonic() - self._last_check < self.refresh_seconds:
-            return current
-        with self._lock:
-            current = self._current
-            if current is not None and time.monotonic() - self._last_check < self.refresh_seconds:
-                return current
-            self._last_check = time.monotonic()
-            try:
-                marker = self._marker()
-                if current is not None and marker == current.marker:
-                    return current
-                loaded = self._fetch_and_load(marker)
-            except ModelUnavailable as exc:
-                self.error = str(exc)
-                if current is None:
-                    raise
-                # Keep serving the model we have; the new one is retried at the next check.
-                logger.error('{"event": "model_refresh_failed", "reason": %r}', self.error)
-                return current
-            self._current, self.error = loaded, None
-            if current is not None:
-                logger.info('{"event": "model_swapped", "from": "%s", "to": "%s"}', current.predictor.version, loaded.predictor.version)
-            return loaded
 
-    def try_preload(self) -> None:
-        try:
-            self.get()
-        except ModelUnavailable as exc:
-            logger.error('{"event": "model_preload_failed", "reason": %r}', str(exc))
-
-    @property
-    def current(self) -> LoadedModel | None:
-        return self._current
+def log(level: int, event: str, **fields: Any) -> None:
+    """One JSON line: built with json.dumps, so any reason text stays valid JSON."""
+    logger.log(level, json.dumps({"event": event, **fields}))
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -147,8 +194,11 @@ def _s3():
     global _client
     if _client is None:
         import boto3
+        from botocore.config import Config
 
-        _client = boto3.client("s3")
+        config = Config(connect_timeout=S3_CONNECT_TIMEOUT_SECONDS, read_timeout=S3_READ_TIMEOUT_SECONDS,
+                        retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
+        _client = boto3.client("s3", config=config)
     return _client
 
 

@@ -1,17 +1,24 @@
 """Sending unsure predictions back to the admin's review queue, without ever failing or
 slowing a classify response by more than a fixed bound.
 
-Delivery happens inside the request, under a deadline (REVIEW_TIMEOUT_MS, 200 ms by default),
+Delivery happens during the request, under a deadline (REVIEW_TIMEOUT_MS, 200 ms by default),
 because on Lambda nothing runs after the response is returned: a background thread would be
-frozen with the container. A failed attempt is retried while time remains; an event that still
-cannot be delivered is written to the log as one JSON line holding the whole event (for
-``manage.py replay_review_events``) and counted.
+frozen with the container. The attempts run in a helper thread that the request waits for until
+the deadline and no longer, so the bound holds whatever a sink does: a timeout fixed when its
+client was made (boto3), a server that trickles its answer byte by byte (a socket timeout is
+per read, not per request), a DNS lookup that hangs. A failed attempt is retried while time
+remains; an event still undelivered at the deadline is written to the log as one JSON line
+holding the whole event (for ``manage.py replay_review_events``) and counted. An attempt still
+in flight at the deadline may yet arrive: delivery is at least once, and Django's ingestion is
+idempotent by prediction id, so replaying such an event is harmless.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,10 +58,13 @@ class HttpSink:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            raise DeliveryError(f"HTTP {exc.code} from {self.url}: {detail}", permanent=400 <= exc.code < 500 and exc.code not in (401, 403, 408, 429)) from None
+            raise DeliveryError(f"HTTP {exc.code} from {self.url}: {_excerpt(exc)}", permanent=400 <= exc.code < 500 and exc.code not in (401, 403, 408, 429)) from None
         except (urllib.error.URLError, OSError) as exc:
             raise DeliveryError(f"{self.url} unreachable: {getattr(exc, 'reason', exc)}") from None
+        except http.client.HTTPException as exc:  # a malformed answer: bad status line, cut-off body, bad URL
+            raise DeliveryError(f"{self.url} answered unreadably: {type(exc).__name__}: {_short(exc)}") from None
+        except (ValueError, OverflowError) as exc:  # a URL urllib cannot use (unknown scheme, port out of range)
+            raise DeliveryError(f"{self.url} cannot be used: {_short(exc)}", permanent=True) from None
 
 
 class SqsSink:
@@ -67,7 +77,8 @@ class SqsSink:
         from botocore.config import Config
 
         self.queue_url = queue_url
-        # botocore's own retries would outlast the bound: the router retries within it instead.
+        # botocore's own retries would outlast the bound: the router retries within it instead. The
+        # timeouts are fixed here, per client: the router's deadline is what bounds each request.
         config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"})
         self.client = boto3.client("sqs", config=config)
 
@@ -75,7 +86,7 @@ class SqsSink:
         try:
             self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(event))
         except Exception as exc:  # botocore's errors: endpoint down, throttled, refused
-            raise DeliveryError(f"SQS send failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}") from None
+            raise DeliveryError(f"SQS send failed: {_short(exc)}") from None
 
 
 class ReviewRouter:
@@ -97,33 +108,85 @@ class ReviewRouter:
         }
 
     def submit(self, events: list[dict[str, Any]]) -> None:
-        """Deliver the events before the deadline; log (and count) whatever could not be."""
+        """Deliver the events before the deadline; log (and count) whatever could not be. Never raises."""
         if self.sink is None or not events:
             return
         deadline = time.monotonic() + self.bound
-        for event in events:
-            reason = self._deliver(event, deadline)
+        try:
+            reasons = self._deliver_before(events, deadline)
+        except Exception as exc:  # the last line: nothing a sink does may change the classify answer
+            reasons = [f"review delivery failed: {type(exc).__name__}: {_short(exc)}"] * len(events)
+        for event, reason in zip(events, reasons):
             if reason is None:
                 self.delivered += 1
             else:
                 self.undelivered += 1
                 logger.warning(json.dumps({"event": UNDELIVERED_EVENT, "sink": self.sink.name, "reason": reason, "review_event": event}))
 
-    def _deliver(self, event: dict[str, Any], deadline: float) -> str | None:
-        reason = "no time left within the review bound"
+    def _deliver_before(self, events: list[dict[str, Any]], deadline: float) -> list[str | None]:
+        """Each event's outcome at the deadline: None if delivered, else why not."""
+        delivery = Delivery(self.sink, events, deadline=deadline, retries=self.retries)
+        worker = threading.Thread(target=delivery.run, name="review-delivery", daemon=True)
+        worker.start()
+        worker.join(max(0.0, deadline - time.monotonic()))
+        return delivery.stop()
+
+
+class Delivery:
+    """The attempts for one request's events, run in a helper thread until done or stopped."""
+
+    def __init__(self, sink: Sink, events: list[dict[str, Any]], *, deadline: float, retries: int) -> None:
+        self.sink, self.events, self.deadline, self.retries = sink, events, deadline, retries
+        self.reasons: list[str | None] = [NO_TIME_LEFT] * len(events)
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        for index in range(len(self.events)):
+            if self._stopped.is_set():
+                return
+            self.reasons[index] = self._deliver(index)
+
+    def stop(self) -> list[str | None]:
+        """No attempt starts after this; the outcomes as they stand now."""
+        self._stopped.set()
+        return list(self.reasons)
+
+    def _deliver(self, index: int) -> str | None:
+        reason = NO_TIME_LEFT
         for attempt in range(1 + self.retries):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.005:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0.005 or self._stopped.is_set():
                 break
+            # What the log says if the deadline comes while this attempt is under way.
+            self.reasons[index] = IN_FLIGHT if attempt == 0 else f"{IN_FLIGHT} (the attempt before: {reason})"
             try:
-                self.sink.send(event, timeout=remaining)
+                self.sink.send(self.events[index], timeout=remaining)
                 return None
             except DeliveryError as exc:
                 reason = str(exc)
                 if exc.permanent:
                     break
-                time.sleep(min(0.01 * (attempt + 1), max(0.0, deadline - time.monotonic())))
+            except Exception as exc:  # a sink's unforeseen failure is one more failed attempt
+                reason = f"{type(exc).__name__}: {_short(exc)}"
+            if attempt < self.retries:  # a short pause, cut short by the deadline
+                self._stopped.wait(min(0.01 * (attempt + 1), max(0.0, self.deadline - time.monotonic())))
         return reason
+
+
+def _excerpt(error: urllib.error.HTTPError) -> str:
+    """The start of an error answer's body, if it can be read at all."""
+    try:
+        return error.read()[:300].decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return "(unreadable body)"
+
+
+NO_TIME_LEFT = "no time left within the review bound (REVIEW_TIMEOUT_MS)"
+IN_FLIGHT = "no answer within the review bound (REVIEW_TIMEOUT_MS)"
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def build_router(settings) -> ReviewRouter:

@@ -4,13 +4,16 @@ import importlib
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 from mlcore.artifact import load_artifact, save_artifact
 from mlcore.onnx_export import export_onnx
 from tests.factories import REPO_ROOT
+from tests.serving.servers import Behaviour, Server
 
 LAMBDA_ROOT = REPO_ROOT / "lambda"
 if str(LAMBDA_ROOT) not in sys.path:
@@ -49,6 +52,58 @@ def variant_of(artifact_path: str | Path, target: Path, **changes) -> str:
     return sha256[:12]
 
 
+def eventually(condition: Callable[[], Any], *, within: float = 20.0, what: str = "the condition") -> Any:
+    """Poll until ``condition()`` is truthy and return it. For what a background thread does
+    (a model check): the bound is generous, a busy CI machine must not make it flaky."""
+    deadline = time.monotonic() + within
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {within} s")
+        time.sleep(0.05)
+    return value
+
+
+def served_version(client) -> str:
+    response = client.post("/classify", json={"text": "show me the news"})
+    assert response.status_code == 200, response.text
+    return response.json()["model_version"]
+
+
+def health_error(client) -> str:
+    return client.get("/health").json()["error"] or ""
+
+
+@pytest.fixture
+def start_server():
+    """Start a misbehaving local TCP server (tests/serving/servers.py); returns its base URL."""
+    started: list[Server] = []
+
+    def start(behaviour: Behaviour) -> str:
+        started.append(Server(behaviour))
+        return started[-1].url
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def bucket(aws, moto_server, monkeypatch):
+    """An empty bucket "models" in moto, where serving's S3 client looks."""
+    point_s3_at(moto_server, monkeypatch)
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="models")
+    return s3
+
+
+def point_s3_at(endpoint: str, monkeypatch) -> None:
+    """Send serving's S3 calls from now on to this endpoint (a fresh client reads it)."""
+    import serving_model
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setattr(serving_model, "_client", None)
+
+
 @pytest.fixture
 def make_client():
     """A TestClient on a fresh app built from the given settings (no module-level state involved)."""
@@ -61,7 +116,7 @@ def make_client():
 
     def make(*, fast_path: bool = True, **settings):
         config = ServingSettings(**{"preload_model": False, "model_refresh_seconds": 0, **settings})
-        store = ModelStore(config.model_uri, refresh_seconds=config.model_refresh_seconds)
+        store = ModelStore(config.model_uri, refresh_seconds=config.model_refresh_seconds, load_wait_seconds=config.model_load_wait_seconds)
         client = TestClient(app_module.create_app(config, store, fast_path=fast_path), raise_server_exceptions=False)
         client.store = store
         return client

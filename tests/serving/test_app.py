@@ -7,7 +7,7 @@ import pytest
 
 from mlcore.artifact import file_sha256
 from mlcore.predictor import Predictor
-from tests.serving.conftest import variant_of
+from tests.serving.conftest import eventually, health_error, served_version, variant_of
 
 TEXT = "show me today's news"
 
@@ -64,6 +64,7 @@ def test_the_threshold_setting_overrides_the_artifact(make_client, model_file):
         ({"text": ""}, "text: text must not be empty or whitespace only"),
         ({"text": " \n\t "}, "text: text must not be empty or whitespace only"),
         ({"text": "x" * 1001}, "text: text has 1001 characters; at most 1000 are allowed"),
+        ({"text": "\x00\x1b \x7f\t"}, "text: text holds nothing but control characters and whitespace"),
         ([1, 2], "body: Input should be a valid dictionary"),
     ],
 )
@@ -71,6 +72,25 @@ def test_bad_input_is_422_with_the_problem_named(client, payload, problem):
     response = client.post("/classify", json=payload)
     assert response.status_code == 422
     assert problem in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path, body, problem",
+    [
+        ("/classify", b'{"text": "\\ud800"}', "text: text is not valid Unicode: a lone surrogate (U+D800) at character 0"),
+        ("/classify/batch", b'{"texts": ["fine", "bad \\udfff"]}', "texts: texts[1]: text is not valid Unicode: a lone surrogate (U+DFFF) at character 4"),
+    ],
+)
+def test_a_lone_surrogate_is_422_with_the_reason(client, path, body, problem):
+    """A JSON escape of half a surrogate pair decodes to a str that is not Unicode text."""
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"] == problem
+
+
+def test_control_characters_inside_a_text_are_classified_as_the_text_without_them(client):
+    plain, with_controls = (client.post("/classify/batch", json={"texts": [t]}).json()["results"][0]
+                            for t in ("show me the news", "show me\x00 the\x1b news\x7f"))
+    assert with_controls["distribution"] == plain["distribution"]
 
 
 def test_malformed_json_is_422(client):
@@ -122,14 +142,14 @@ def test_without_a_model_classify_is_503_and_the_container_keeps_trying(make_cli
 
 
 def test_a_new_model_is_swapped_in_and_a_corrupt_one_is_ignored(client, model_file, tiny_artifact):
-    first = client.post("/classify", json={"text": TEXT}).json()["model_version"]
+    first = served_version(client)
     version = variant_of(tiny_artifact, model_file, temperature=7.5)
-    second = client.post("/classify", json={"text": TEXT}).json()
-    assert second["model_version"] != first and second["model_version"] == version
+    assert version != first
+    # The check runs in the background; until it is done, the model already loaded answers.
+    eventually(lambda: served_version(client) == version, what="the swap to the new model")
     model_file.write_bytes(b"truncated")
-    third = client.post("/classify", json={"text": TEXT})
-    assert third.status_code == 200 and third.json()["model_version"] == second["model_version"]
-    assert "cannot be loaded" in client.get("/health").json()["error"]
+    eventually(lambda: "cannot be loaded" in health_error(client), what="the corrupt file's error in /health")
+    assert served_version(client) == version
 
 
 def test_the_model_endpoint_describes_the_model(client, tiny_artifact):
@@ -156,6 +176,23 @@ def test_one_json_log_line_per_request_without_the_text(make_client, model_file,
 def test_no_input_produces_a_500(client, payload):
     response = client.post("/classify", content=payload, headers={"content-type": "application/json"})
     assert response.status_code in (400, 422) and response.json()["detail"]
+
+
+def test_the_schema_states_the_limits_and_every_error_answer(make_client, model_file):
+    schema = make_client(model_uri=str(model_file), max_text_chars=300, max_batch_size=8).get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    text, texts = components["ClassifyRequest"]["properties"]["text"], components["BatchRequest"]["properties"]["texts"]
+    assert (text["minLength"], text["maxLength"]) == (1, 300) and (texts["minItems"], texts["maxItems"]) == (1, 8)
+    assert (texts["items"]["minLength"], texts["items"]["maxLength"]) == (1, 300)
+    for path in ("/classify", "/classify/batch"):
+        responses = schema["paths"][path]["post"]["responses"]
+        assert set(responses) == {"200", "422", "503"}  # no keys set: no 401
+        assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/InputProblem")
+    assert set(components["InputProblem"]["properties"]) == {"detail", "errors"}
+    keyed = make_client(model_uri=str(model_file), api_keys="k").get("/openapi.json").json()
+    assert set(keyed["paths"]["/classify"]["post"]["responses"]) == {"200", "401", "422", "503"}
+    assert set(keyed["paths"]["/model"]["get"]["responses"]) == {"200", "401", "503"}
+    assert keyed["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "One of the keys in API_KEYS."}
 
 
 def test_bad_settings_fail_at_start(monkeypatch):

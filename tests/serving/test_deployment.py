@@ -20,9 +20,58 @@ def _template() -> dict:
     class Loader(yaml.SafeLoader):
         pass
 
-    # CloudFormation's short-form tags (!Ref, !Sub, ...) as plain values.
-    Loader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_yaml_str(node) if isinstance(node, yaml.ScalarNode) else loader.construct_sequence(node))
+    def intrinsic(loader, suffix, node):
+        """CloudFormation's short forms (!Ref X, !Or [...]) as their long forms ({"Ref": X}, {"Fn::Or": [...]})."""
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+    Loader.add_multi_constructor("!", intrinsic)
     return yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=Loader)
+
+
+def rules_hold(template: dict, **overrides: str) -> bool:
+    """Evaluate the template's Rules as CloudFormation would, for these parameter values."""
+    parameters = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()} | overrides
+    functions = {
+        "Ref": lambda name: parameters[name],
+        "Fn::Equals": lambda args: value(args[0]) == value(args[1]),
+        "Fn::Not": lambda args: not value(args[0]),
+        "Fn::Or": lambda args: any(value(a) for a in args),
+        "Fn::And": lambda args: all(value(a) for a in args),
+    }
+
+    def value(node):
+        if isinstance(node, dict):
+            [(name, argument)] = node.items()
+            return functions[name](argument)
+        return node
+
+    return all(value(a["Assert"]) for rule in template["Rules"].values() for a in rule["Assertions"])
+
+
+def test_an_endpoint_without_keys_must_be_asked_for():
+    template = _template()
+    assert template["Parameters"]["AllowAnonymous"]["Default"] == "false"
+    assert not rules_hold(template)  # the defaults: no keys, and anonymous access not chosen
+    assert rules_hold(template, ApiKeys="k1,k2")
+    assert rules_hold(template, AllowAnonymous="true")
+    assert not rules_hold(template, ApiKeys="", AllowAnonymous="false")
+
+
+def test_the_http_api_is_throttled_with_the_limits_given_as_parameters():
+    template = _template()
+    settings = template["Resources"]["Api"]["Properties"]["DefaultRouteSettings"]
+    assert settings == {"ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"}, "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"}}
+    for name in ("ThrottlingRateLimit", "ThrottlingBurstLimit"):
+        assert template["Parameters"][name]["Type"] == "Number" and template["Parameters"][name]["Default"] >= 1
+    for function in ("ClassifyFunction", "ClassifyZipFunction"):  # every route of both functions is on that API
+        [event] = template["Resources"][function]["Properties"]["Events"].values()
+        assert event["Type"] == "HttpApi" and event["Properties"]["ApiId"] == {"Ref": "Api"}
 
 
 def test_the_function_gets_the_settings_the_app_reads():

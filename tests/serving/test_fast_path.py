@@ -26,6 +26,12 @@ REQUESTS = {
     "not an object": (b"[1, 2]", JSON),
     "empty body": (b"", JSON),
     "bad utf-8": ("ü".encode("latin-1"), JSON),
+    # JSON escapes: valid JSON, but an unpaired surrogate is not Unicode text (the tokenizer cannot take it).
+    "lone surrogate": (b'{"text": "\\ud800"}', JSON),
+    "lone low surrogate": (b'{"text": "show me \\udc00 news"}', JSON),
+    "escaped surrogate pair": (b'{"text": "rain \\ud83c\\udf27 today"}', JSON),
+    "nul inside": (b'{"text": "show me\\u0000 the news"}', JSON),
+    "control characters only": (b'{"text": "\\u0000\\u001b \\u007f"}', JSON),
 }
 
 

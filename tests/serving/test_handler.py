@@ -1,6 +1,7 @@
 """The Lambda entry point: real-shaped events through Mangum, against the module-level app."""
 
 import json
+import logging
 
 import pytest
 
@@ -56,10 +57,13 @@ def test_api_keys_through_the_handler(fresh_app_module, model_file):
     assert allowed["statusCode"] == 200
 
 
-def test_without_a_model_the_handler_answers_503(fresh_app_module, tmp_path):
+def test_without_a_model_the_handler_answers_503(fresh_app_module, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="serving.model")
     module = fresh_app_module(MODEL_URI=tmp_path / "none.pt")
     response = module.handler(http_api_v2("POST", "/classify", {"text": "hi"}), FakeContext())
     assert response["statusCode"] == 503 and "no model file" in json.loads(response["body"])["detail"]
+    preload = [json.loads(r.getMessage()) for r in caplog.records if "model_preload_failed" in r.getMessage()]
+    assert preload == [{"event": "model_preload_failed", "uri": str(tmp_path / "none.pt"), "reason": f"no model file at {tmp_path / 'none.pt'}"}]
 
 
 def test_the_serving_process_imports_neither_torch_nor_transformers(model_file):
