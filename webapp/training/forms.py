@@ -22,5 +22,5 @@ class LaunchForm(forms.Form):
 class PromoteForm(forms.Form):
     override_reason = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text="Only needed when the gate refuses a model that is worse on the held-out set; it is recorded.",
+        help_text="Only needed when the gate refuses a model that is worse on the held-out set, or that has no held-out set; it is recorded.",
     )
