@@ -148,6 +148,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, run):
             raise PermissionDenied
         current = services.promoted_run()
+        promotions = list(run.promotions.select_related("promoted_by").order_by("-requested_at", "-id"))
         report = run.heldout_report or run.validation_report
         context = {
             **self.admin_site.each_context(request),
@@ -166,8 +167,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "current": current,
             "current_headline": headline(current.heldout_report) if current and current.heldout_report else None,
             "is_current": bool(current and current.pk == run.pk),
-            "promotions": run.promotions.select_related("promoted_by").order_by("-requested_at", "-id"),
-            "promotions_pending": any(not p.is_finished for p in run.promotions.all()),
+            "promotions": promotions,
+            "promotions_pending": any(not p.is_finished for p in promotions),
             "can_cancel": self.has_change_permission(request) and not run.is_finished,
             "can_promote": request.user.has_perm("training.promote_trainingrun") and run.status == TrainingRun.Status.SUCCEEDED,
             "promote_form": PromoteForm(),
