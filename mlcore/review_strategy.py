@@ -1,0 +1,74 @@
+"""Which unsure predictions a reviewer should label first: the review queue's order.
+
+A queue usually holds more than reviewers will label, so its order decides which labels the next
+training run gets. One definition serves the learning-loop benchmark (``bench/learning_loop.py``),
+which chose the default, and the admin's queue (``webapp.review``), which orders its items the same
+way with a database query (a test holds the two to the same order).
+
+- ``confidence``: lowest confidence first (the original rule).
+- ``margin``: smallest gap between the first and second intents' probabilities first.
+- ``balanced``: lowest confidence first within each predicted intent, taken in turns across the
+  predicted intents: the first pass gives every intent its most uncertain item, the second pass
+  its next one, and so on. A budget then spreads over the whole label space instead of piling up
+  on the two or three intents the model confuses most.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mlcore.errors import ConfigError
+
+STRATEGIES = ("balanced", "confidence", "margin")
+DEFAULT_STRATEGY = "balanced"
+
+
+def check_strategy(name: str) -> str:
+    if name not in STRATEGIES:
+        raise ConfigError(f"The review strategy must be one of {', '.join(STRATEGIES)}, got {name!r}.")
+    return name
+
+
+def needs_review(confidence: np.ndarray, margin: np.ndarray, *, threshold: float, ambiguity_margin: float | None = None) -> np.ndarray:
+    """The serving rule: below the confidence threshold, or (when set) a top-two gap under the margin."""
+    routed = np.asarray(confidence) < threshold
+    if ambiguity_margin is not None:
+        routed |= np.asarray(margin) < ambiguity_margin
+    return routed
+
+
+def review_order(*, confidence: Sequence[float], margin: Sequence[float], predicted: Sequence[str], strategy: str) -> np.ndarray:
+    """The positions of the items in the queue's order under ``strategy``; ties keep arrival order."""
+    check_strategy(strategy)
+    confidence, margin = np.asarray(confidence, dtype=float), np.asarray(margin, dtype=float)
+    arrival = np.arange(len(confidence))
+    if strategy == "confidence":
+        return np.lexsort((arrival, confidence))
+    if strategy == "margin":
+        return np.lexsort((arrival, margin))
+    turn = turns_within_groups(predicted, confidence)
+    return np.lexsort((arrival, confidence, turn))
+
+
+def turns_within_groups(groups: Sequence[str], confidence: np.ndarray) -> np.ndarray:
+    """Each item's place (0, 1, 2, ...) within its group, lowest confidence first."""
+    groups = np.asarray(groups, dtype=object)
+    order = np.lexsort((np.arange(len(confidence)), confidence, np.unique(groups, return_inverse=True)[1] if len(groups) else groups))
+    turn = np.zeros(len(confidence), dtype=int)
+    previous, count = None, 0
+    for position in order:
+        count = count + 1 if groups[position] == previous else 0
+        previous = groups[position]
+        turn[position] = count
+    return turn
+
+
+def top_two(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's top intent index, its probability, and its margin over the second."""
+    probabilities = np.asarray(probabilities)
+    best = probabilities.argmax(axis=1)
+    ordered = np.sort(probabilities, axis=1)
+    second = ordered[:, -2] if probabilities.shape[1] > 1 else np.zeros(len(probabilities))
+    return best, ordered[:, -1], ordered[:, -1] - second
