@@ -212,9 +212,10 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
             }
             results.append(result)
             second = distribution[1]["probability"] if len(distribution) > 1 else 0.0
-            if router.needs_review(confidence, second, threshold):
+            reason = router.review_reason(confidence=confidence, second=second, threshold=threshold, model_version=predictor.version)
+            if reason is not None:
                 review.append(router.event(prediction_id=result["prediction_id"], text=text, distribution=distribution,
-                                           model_version=predictor.version, threshold=threshold))
+                                           model_version=predictor.version, threshold=threshold, reason=reason))
         router.submit(review)  # bounded by REVIEW_TIMEOUT_MS; never raises
         return results
 

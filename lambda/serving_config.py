@@ -42,6 +42,13 @@ class ServingSettings(BaseSettings):
     review_retries: int = Field(default=2, ge=0, le=10)
     # Also review predictions whose first and second intents are closer than this (off by default).
     ambiguity_margin: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The share of all predictions sent to the queue as "audit" items, whatever their confidence:
+    # reviewers' decisions on them estimate the production model's accuracy (the admin's index).
+    review_audit_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    # How often each container reports its prediction counts (the admin's Traffic page), in seconds.
+    traffic_report_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
+    # Where the http sink posts traffic reports; by default REVIEW_API_URL's sibling, .../traffic-reports/.
+    traffic_api_url: str = ""
 
     @model_validator(mode="after")
     def sink_is_complete(self):
@@ -49,6 +56,8 @@ class ServingSettings(BaseSettings):
             raise ValueError("REVIEW_SINK=http needs REVIEW_API_URL and REVIEW_API_TOKEN")
         if self.review_sink == "http" and not self.review_api_url.startswith(("http://", "https://")):
             raise ValueError(f"REVIEW_API_URL must be an http:// or https:// URL, got {self.review_api_url!r}")
+        if self.traffic_api_url and not self.traffic_api_url.startswith(("http://", "https://")):
+            raise ValueError(f"TRAFFIC_API_URL must be an http:// or https:// URL, got {self.traffic_api_url!r}")
         if self.review_sink == "sqs" and not self.review_queue_url:
             raise ValueError("REVIEW_SINK=sqs needs REVIEW_QUEUE_URL")
         return self

@@ -18,10 +18,14 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -42,29 +46,32 @@ class Sink(Protocol):
 
 
 class HttpSink:
-    """POST to the Django API (/api/v1/review-items/) with a service token."""
+    """POST to the Django API with a service token: review events to /api/v1/review-items/,
+    traffic reports to /api/v1/traffic-reports/ (by default the review URL's sibling)."""
 
     name = "http"
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, traffic_url: str = "") -> None:
         self.url, self.token = url, token
+        self.traffic_url = traffic_url or urllib.parse.urljoin(url if url.endswith("/") else url + "/", "../traffic-reports/")
 
     def send(self, event: dict[str, Any], timeout: float) -> None:
+        url = self.traffic_url if event.get("type") == TRAFFIC_REPORT else self.url
         request = urllib.request.Request(
-            self.url, data=json.dumps(event).encode(), method="POST",
+            url, data=json.dumps(event).encode(), method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Token {self.token}"},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"HTTP {exc.code} from {self.url}: {_excerpt(exc)}", permanent=400 <= exc.code < 500 and exc.code not in (401, 403, 408, 429)) from None
+            raise DeliveryError(f"HTTP {exc.code} from {url}: {_excerpt(exc)}", permanent=400 <= exc.code < 500 and exc.code not in (401, 403, 408, 429)) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise DeliveryError(f"{self.url} unreachable: {getattr(exc, 'reason', exc)}") from None
+            raise DeliveryError(f"{url} unreachable: {getattr(exc, 'reason', exc)}") from None
         except http.client.HTTPException as exc:  # a malformed answer: bad status line, cut-off body, bad URL
-            raise DeliveryError(f"{self.url} answered unreadably: {type(exc).__name__}: {_short(exc)}") from None
+            raise DeliveryError(f"{url} answered unreadably: {type(exc).__name__}: {_short(exc)}") from None
         except (ValueError, OverflowError) as exc:  # a URL urllib cannot use (unknown scheme, port out of range)
-            raise DeliveryError(f"{self.url} cannot be used: {_short(exc)}", permanent=True) from None
+            raise DeliveryError(f"{url} cannot be used: {_short(exc)}", permanent=True) from None
 
 
 class SqsSink:
@@ -89,9 +96,59 @@ class SqsSink:
             raise DeliveryError(f"SQS send failed: {_short(exc)}") from None
 
 
+# Why a prediction went to the review queue. Audit items are a uniform random sample of all traffic,
+# whatever the confidence: reviewers' decisions on them estimate the model's accuracy on live traffic.
+LOW_CONFIDENCE, AUDIT = "low_confidence", "audit"
+TRAFFIC_REPORT = "traffic"
+
+
+class TrafficCounter:
+    """Predictions counted per (UTC day, model version), sent to Django as traffic reports.
+
+    Lambda keeps no process alive between requests and runs many containers at once, so each
+    container counts its own predictions and sends what it counted since its last report, at most
+    every ``report_seconds``, through the same sink as the review events (one small message a
+    minute per busy container). Each report has its own id, so a report delivered twice is stored
+    once; one that cannot be delivered is logged for replay like a review event. What a container
+    counted after its last report is lost when Lambda retires it: at most ``report_seconds`` of one
+    container's traffic.
+    """
+
+    def __init__(self, report_seconds: float, clock=time.monotonic) -> None:
+        self.report_seconds, self.clock = report_seconds, clock
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (day, version, what) -> count
+        self.last_report = clock()
+        self.lock = threading.Lock()
+
+    def count(self, *, model_version: str, low_confidence: bool, audited: bool) -> None:
+        day = datetime.now(timezone.utc).date().isoformat()
+        with self.lock:
+            self.counts[(day, model_version, "predictions")] += 1
+            self.counts[(day, model_version, "low_confidence")] += int(low_confidence)
+            self.counts[(day, model_version, "audited")] += int(audited)
+
+    def due_reports(self, *, force: bool = False) -> list[dict[str, Any]]:
+        """The reports to send now (and the counts reset), or none before ``report_seconds`` have passed."""
+        with self.lock:
+            if not self.counts or (not force and self.clock() - self.last_report < self.report_seconds):
+                return []
+            counts, self.counts, self.last_report = self.counts, Counter(), self.clock()
+        keys = sorted({(day, version) for day, version, _ in counts})
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        return [{
+            "type": TRAFFIC_REPORT, "report_id": str(uuid.uuid4()), "day": day, "model_version": version,
+            "predictions": counts[(day, version, "predictions")], "low_confidence": counts[(day, version, "low_confidence")],
+            "audited": counts[(day, version, "audited")], "time": now,
+        } for day, version in keys]
+
+
 class ReviewRouter:
-    def __init__(self, sink: Sink | None, *, bound_seconds: float, retries: int, ambiguity_margin: float | None) -> None:
+    def __init__(self, sink: Sink | None, *, bound_seconds: float, retries: int, ambiguity_margin: float | None,
+                 audit_rate: float = 0.0, traffic_report_seconds: float = 60.0, rng: random.Random | None = None) -> None:
         self.sink, self.bound, self.retries, self.margin = sink, bound_seconds, retries, ambiguity_margin
+        self.audit_rate = audit_rate
+        self.rng = rng or random.Random()
+        self.traffic = TrafficCounter(traffic_report_seconds)
         self.delivered = 0
         self.undelivered = 0
 
@@ -100,16 +157,34 @@ class ReviewRouter:
             return True
         return self.margin is not None and confidence - second < self.margin
 
+    def review_reason(self, *, confidence: float, second: float, threshold: float, model_version: str) -> str | None:
+        """Why this prediction goes to the queue (AUDIT or LOW_CONFIDENCE), or None; counts it.
+
+        The audit draw comes first and ignores the confidence, so the audit sample stays a uniform
+        sample of all traffic even where it overlaps the low-confidence items."""
+        if self.sink is None:
+            return None
+        audited = self.audit_rate > 0 and self.rng.random() < self.audit_rate
+        self.traffic.count(model_version=model_version, low_confidence=confidence < threshold, audited=audited)
+        if audited:
+            return AUDIT
+        return LOW_CONFIDENCE if self.needs_review(confidence, second, threshold) else None
+
     @staticmethod
-    def event(*, prediction_id: str, text: str, distribution: list[dict[str, Any]], model_version: str, threshold: float) -> dict[str, Any]:
+    def event(*, prediction_id: str, text: str, distribution: list[dict[str, Any]], model_version: str, threshold: float,
+              reason: str = LOW_CONFIDENCE) -> dict[str, Any]:
         return {
             "prediction_id": prediction_id, "text": text, "distribution": distribution, "model_version": model_version,
-            "threshold": threshold, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "threshold": threshold, "reason": reason, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         }
 
     def submit(self, events: list[dict[str, Any]]) -> None:
-        """Deliver the events before the deadline; log (and count) whatever could not be. Never raises."""
-        if self.sink is None or not events:
+        """Deliver the events (and any traffic report that is due) before the deadline; log (and
+        count) whatever could not be. Never raises."""
+        if self.sink is None:
+            return
+        events = events + self.traffic.due_reports()
+        if not events:
             return
         deadline = time.monotonic() + self.bound
         try:
@@ -193,7 +268,8 @@ def build_router(settings) -> ReviewRouter:
     bound = settings.review_timeout_ms / 1000
     sink: Sink | None = None
     if settings.review_sink == "http":
-        sink = HttpSink(settings.review_api_url, settings.review_api_token)
+        sink = HttpSink(settings.review_api_url, settings.review_api_token, settings.traffic_api_url)
     elif settings.review_sink == "sqs":
         sink = SqsSink(settings.review_queue_url, bound)
-    return ReviewRouter(sink, bound_seconds=bound, retries=settings.review_retries, ambiguity_margin=settings.ambiguity_margin)
+    return ReviewRouter(sink, bound_seconds=bound, retries=settings.review_retries, ambiguity_margin=settings.ambiguity_margin,
+                        audit_rate=settings.review_audit_rate, traffic_report_seconds=settings.traffic_report_seconds)
