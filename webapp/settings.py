@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from mlcore.review_strategy import DEFAULT_STRATEGY, STRATEGIES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -195,6 +197,14 @@ AWS_SQS_ENDPOINT_URL = env.str("AWS_SQS_ENDPOINT_URL", default="") or None
 REVIEW_DRAIN_MINUTES = env.int("REVIEW_DRAIN_MINUTES", default=1)
 if REVIEW_DRAIN_MINUTES < 1:
     raise ImproperlyConfigured(f"REVIEW_DRAIN_MINUTES must be at least 1, got {REVIEW_DRAIN_MINUTES}.")
+
+# The order of the review queue, which decides what the next run learns when reviewers label only
+# its first items: "balanced" (the default, chosen by bench/learning_loop.py: the least confident
+# item of each predicted intent in turn), "confidence" (lowest confidence first, the original rule)
+# or "margin" (smallest gap between the top two intents first). See mlcore/review_strategy.py.
+REVIEW_STRATEGY = env.str("REVIEW_STRATEGY", default=DEFAULT_STRATEGY)
+if REVIEW_STRATEGY not in STRATEGIES:
+    raise ImproperlyConfigured(f"REVIEW_STRATEGY must be one of {', '.join(STRATEGIES)}, got {REVIEW_STRATEGY!r}.")
 
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)

@@ -89,3 +89,35 @@ def test_events_lost_while_django_is_down_are_replayed(transactional_db, promote
     for _ in range(2):  # replaying twice is harmless
         call_command("replay_review_events", str(log))
     assert sorted(str(p) for p in ReviewItem.objects.values_list("prediction_id", flat=True)) == sorted(a["prediction_id"] for a in answers)
+
+
+def test_audit_items_and_traffic_reports_reach_the_admin(live_server, client, promoted_model, fresh_app_module):  # noqa: F811
+    """Serving (through the Lambda handler) sends every prediction as an audit item (rate 1) and a
+    traffic report with each request; Django keeps them apart from the low-confidence queue and
+    turns reviewers' decisions into the live-accuracy estimate of the served version."""
+    model_uri, engineer, run = promoted_model
+    reporter = make_user(REVIEW_REPORTERS)
+    app = fresh_app_module(
+        MODEL_URI=model_uri, REVIEW_SINK="http", REVIEW_API_URL=f"{live_server.url}/api/v1/review-items/",
+        REVIEW_API_TOKEN=Token.objects.create(user=reporter).key, REVIEW_AUDIT_RATE="1", TRAFFIC_REPORT_SECONDS="0",
+        REVIEW_TIMEOUT_MS="3000",
+    )
+    answers = [classify(app.handler, text) for text in ("play some jazz", "what is the weather like", "read me the news")]
+    assert app.app.state.router.undelivered == 0
+    assert {a["model_version"] for a in answers} == {run.version}
+    items = ReviewItem.objects.order_by("id")
+    assert [i.reason for i in items] == ["audit"] * 3
+    from webapp.review.models import TrafficReport
+    from webapp.review import selectors, services as review
+
+    assert sum(TrafficReport.objects.filter(model_version=run.version).values_list("predictions", flat=True)) == 3
+    labeler = make_user(LABELERS)
+    client.force_login(labeler)
+    assert client.get("/admin/review/reviewitem/").context["cl"].result_list.__len__() == 0  # the low-confidence queue
+    Intent.objects.get_or_create(name="oos")  # made by a migration, but an earlier transactional test flushed it
+    first, second, third = items
+    review.review_item_accept(item=first, user=labeler)
+    review.review_item_accept(item=second, user=labeler)
+    review.review_item_out_of_scope(item=third, user=labeler)
+    estimate = selectors.audit_estimate(model_version=run.version)
+    assert (estimate.reviewed, estimate.correct) == (3, 2)

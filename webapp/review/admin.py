@@ -1,21 +1,40 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, F, Min, OuterRef, QuerySet, Subquery, Window
+from django.db.models.functions import RowNumber
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html_join
 
 from webapp.labeling.admin import action_confirmation_context
-from webapp.review import services
+from webapp.review import charts, selectors, services
 from webapp.review.forms import LabelAsForm
 from webapp.review.models import ReviewItem
 
+# What the queue's order means, shown above it (REVIEW_STRATEGY; mlcore/review_strategy.py).
+STRATEGY_HELP = {
+    "balanced": "the least confident item of each predicted intent, then each intent's next one, and so on: "
+                "labels spread over every intent the model struggles with",
+    "confidence": "lowest confidence first",
+    "margin": "smallest gap between the two most likely intents first",
+}
 
-def first_of_each_group(status: str | None) -> QuerySet:
+
+def queue_ordering(strategy: str) -> tuple[str, ...]:
+    """The admin's default order under ``strategy``: the same order as mlcore.review_strategy.review_order
+    (ties by arrival). "review_turn" is annotated by ReviewItemAdmin.get_queryset."""
+    return {"confidence": ("confidence", "id"), "margin": ("margin", "id"), "balanced": ("review_turn", "confidence", "id")}[strategy]
+
+
+def first_of_each_group(status: str | None, reason: str | None = None) -> QuerySet:
     """The id of the first item of each group of identical texts with the same status (of one status,
     or of all with None): one pass over the (status, text_key, id) index, not a subquery per row."""
     items = ReviewItem.objects.order_by()
+    if reason is not None:
+        items = items.filter(reason=reason)
     if status is None:
         return items.values("status", "text_key").annotate(first=Min("id")).values("first")
     return items.filter(status=status).values("text_key").annotate(first=Min("id")).values("first")
@@ -42,7 +61,32 @@ class StatusFilter(admin.SimpleListFilter):
         value = self.value() or ReviewItem.Status.PENDING
         status = None if value == "all" else value
         queryset = queryset if status is None else queryset.filter(status=status)
-        return queryset.filter(id__in=first_of_each_group(status))
+        return queryset.filter(id__in=first_of_each_group(status, ReasonFilter.chosen(request)))
+
+
+class ReasonFilter(admin.SimpleListFilter):
+    """Low-confidence items unless the audit sample is chosen: the two are never mixed, since only
+    the audit sample estimates live accuracy (the index and the Traffic page)."""
+
+    title = "sent for"
+    parameter_name = "reason"
+
+    def lookups(self, request, model_admin):
+        return [*ReviewItem.Reason.choices, ("all", "All")]
+
+    @classmethod
+    def chosen(cls, request) -> str | None:
+        value = request.GET.get(cls.parameter_name) or ReviewItem.Reason.LOW_CONFIDENCE
+        return None if value == "all" or value not in ReviewItem.Reason.values else value
+
+    def choices(self, changelist):
+        current = self.value() or ReviewItem.Reason.LOW_CONFIDENCE
+        for value, label in self.lookup_choices:
+            yield {"selected": current == value, "query_string": changelist.get_query_string({self.parameter_name: value}), "display": label}
+
+    def queryset(self, request, queryset):
+        reason = self.chosen(request)
+        return queryset if reason is None else queryset.filter(reason=reason)
 
 
 class ConfidenceBandFilter(admin.SimpleListFilter):
@@ -63,9 +107,8 @@ class ConfidenceBandFilter(admin.SimpleListFilter):
 @admin.register(ReviewItem)
 class ReviewItemAdmin(admin.ModelAdmin):
     list_display = ("text", "copies", "predicted_intent", "confidence_display", "top_three", "margin_display", "model_version", "received_at", "status")
-    list_filter = (StatusFilter, "predicted_intent", ConfidenceBandFilter, "model_version")
+    list_filter = (ReasonFilter, StatusFilter, "predicted_intent", ConfidenceBandFilter, "model_version")
     search_fields = ("text",)
-    ordering = ("confidence", "received_at")
     actions = ["accept_prediction", "label_as", "mark_out_of_scope", "dismiss"]
     readonly_fields = [f.name for f in ReviewItem._meta.fields]
     list_per_page = 100
@@ -80,7 +123,37 @@ class ReviewItemAdmin(admin.ModelAdmin):
         # (status, text_key), which the database makes only for the rows it returns, unless sorting by it.
         group = ReviewItem.objects.filter(status=OuterRef("status"), text_key=OuterRef("text_key")).order_by()
         size = group.values("status", "text_key").annotate(n=Count("*")).values("n")
-        return super().get_queryset(request).annotate(group_size=Subquery(size))
+        queryset = self.model._default_manager.get_queryset().annotate(group_size=Subquery(size))
+        if settings.REVIEW_STRATEGY == "balanced":
+            # Each item's turn within its predicted intent, over the rows the filters keep (SQL
+            # applies WHERE before window functions): 1 for each intent's least confident item.
+            turn = Window(RowNumber(), partition_by=[F("predicted_intent")], order_by=[F("confidence").asc(), F("id").asc()])
+            queryset = queryset.annotate(review_turn=turn)
+        return queryset.order_by(*self.get_ordering(request))
+
+    def get_ordering(self, request):
+        return queue_ordering(settings.REVIEW_STRATEGY)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "review_strategy": settings.REVIEW_STRATEGY,
+                         "strategy_help": STRATEGY_HELP[settings.REVIEW_STRATEGY]}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        traffic = path("traffic/", self.admin_site.admin_view(self.traffic_view), name="review_traffic")
+        return [traffic, *super().get_urls()]
+
+    def traffic_view(self, request):
+        """Requests, low-confidence share and audit accuracy per day and model version."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        days = selectors.traffic_by_day(days=30)
+        context = {
+            **self.admin_site.each_context(request), "title": "Traffic", "opts": self.model._meta,
+            "days": days, "chart_png": charts.traffic_chart(days) if days else None,
+            "versions": selectors.audit_estimates(limit=10),
+        }
+        return TemplateResponse(request, "admin/review/traffic.html", context)
 
     @admin.display(description="copies", ordering="group_size")
     def copies(self, item: ReviewItem) -> str:

@@ -21,13 +21,13 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
+from django.utils.dateparse import parse_date, parse_datetime
 
 from mlcore.data import OOS_LABEL
 from webapp.labeling import services as labeling
 from webapp.labeling.models import Intent, Utterance, text_key
 from webapp.labeling.services import strip_unstorable
-from webapp.review.models import ReviewItem
+from webapp.review.models import ReviewItem, TrafficReport
 
 logger = logging.getLogger(__name__)
 UNDELIVERED_EVENT = "review_event_undelivered"  # the log line the serving app writes for a lost event
@@ -49,6 +49,7 @@ class ReviewEvent:
     model_version: str
     threshold: float
     time: datetime
+    reason: str = ReviewItem.Reason.LOW_CONFIDENCE
 
 
 def _number(value: Any, field: str) -> float:
@@ -113,6 +114,12 @@ def _text(value: Any) -> str:
         raise ValidationError({"text": exc.messages}) from None
 
 
+def _reason(value: Any) -> str:
+    if value not in ReviewItem.Reason.values:
+        raise ValidationError({"reason": f"must be one of {', '.join(ReviewItem.Reason.values)}, got {str(value)[:40]!r}."})
+    return value
+
+
 def review_event_clean(event: Any) -> ReviewEvent:
     """Check a raw event (a dict from JSON); every problem is a ValidationError naming the field.
 
@@ -134,6 +141,8 @@ def review_event_clean(event: Any) -> ReviewEvent:
         model_version=_label(event["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
         threshold=_number(event["threshold"], "threshold"),
         time=_moment(event["time"]),
+        # Optional: serving releases before audit sampling sent low-confidence items only.
+        reason=_reason(event.get("reason", ReviewItem.Reason.LOW_CONFIDENCE)),
     )
 
 
@@ -149,7 +158,7 @@ def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
         prediction_id=clean.prediction_id, text=clean.text, text_key=text_key(clean.text),
         predicted_intent=top[0]["intent"], confidence=top[0]["probability"], top_intents=top,
         margin=top[0]["probability"] - second, model_version=clean.model_version, threshold=clean.threshold,
-        predicted_at=clean.time,
+        predicted_at=clean.time, reason=clean.reason,
     )
     try:
         with transaction.atomic():
@@ -162,13 +171,63 @@ def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
     return item, True
 
 
+TRAFFIC_REPORT = "traffic"
+TRAFFIC_FIELDS = ("report_id", "day", "model_version", "predictions", "low_confidence", "audited")
+MAX_REPORTED_PREDICTIONS = 2**31 - 1  # one report's count; PositiveIntegerField holds it on every database
+
+
+def _count(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_PREDICTIONS:
+        raise ValidationError({field: f"must be a whole number from 0 to {MAX_REPORTED_PREDICTIONS}, got {str(value)[:40]}."})
+    return value
+
+
+def traffic_report_ingest(*, report: Any) -> tuple[TrafficReport, bool]:
+    """Store a serving container's prediction counts; the same report id again stores nothing new."""
+    if not isinstance(report, dict):
+        raise ValidationError({"report": "must be a JSON object."})
+    missing = [f for f in TRAFFIC_FIELDS if f not in report]
+    if missing:
+        raise ValidationError({f: "This field is required." for f in missing})
+    try:
+        report_id = uuid.UUID(str(report["report_id"]))
+    except ValueError:
+        raise ValidationError({"report_id": f"must be a UUID, got {str(report['report_id'])[:60]!r}."}) from None
+    try:
+        day = parse_date(report["day"]) if isinstance(report["day"], str) and len(report["day"]) == 10 else None
+    except ValueError:  # a well-formed but impossible date
+        day = None
+    if day is None:
+        raise ValidationError({"day": f"must be a date as YYYY-MM-DD, got {str(report['day'])[:40]!r}."})
+    predictions = _count(report["predictions"], "predictions")
+    counts = {field: _count(report[field], field) for field in ("low_confidence", "audited")}
+    for field, value in counts.items():
+        if value > predictions:
+            raise ValidationError({field: f"cannot exceed predictions ({predictions}), got {value}."})
+    values = dict(day=day, model_version=_label(report["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
+                  predictions=predictions, **counts)
+    try:
+        with transaction.atomic():
+            return TrafficReport.objects.get_or_create(report_id=report_id, defaults=values)
+    except IntegrityError:  # the same report arrived twice at once
+        return TrafficReport.objects.get(report_id=report_id), False
+
+
+def serving_event_ingest(*, event: Any) -> tuple[ReviewItem | TrafficReport, bool]:
+    """A message from serving, whichever kind: a traffic report, or a review event."""
+    if isinstance(event, dict) and event.get("type") == TRAFFIC_REPORT:
+        return traffic_report_ingest(report=event)
+    return review_item_ingest(event=event)
+
+
 def _group(item: ReviewItem) -> QuerySet[ReviewItem]:
     """Every pending item with the same text: one decision resolves them all."""
     return ReviewItem.objects.filter(text_key=item.text_key, status=ReviewItem.Status.PENDING)
 
 
 def _resolve(items: QuerySet[ReviewItem], *, status: str, user: AbstractBaseUser | None, utterance: Utterance | None) -> int:
-    return items.update(status=status, resolved_by=user, resolved_at=timezone.now(), utterance=utterance)
+    reviewed_intent = utterance.intent.name if utterance is not None and utterance.intent_id else ""
+    return items.update(status=status, resolved_by=user, resolved_at=timezone.now(), utterance=utterance, reviewed_intent=reviewed_intent)
 
 
 def _utterance_for(text: str, intent: Intent, user: AbstractBaseUser | None) -> Utterance:
@@ -259,7 +318,7 @@ def _ingest_one(event: Any, *, where: str) -> str:
     'malformed' (never storable) or 'failed' (the database refused it; it may work later)."""
     try:
         with transaction.atomic():
-            _, created = review_item_ingest(event=event)
+            _, created = serving_event_ingest(event=event)
     except ValidationError as exc:
         logger.warning("%s: skipping a malformed review event: %s", where, "; ".join(exc.messages))
         return "malformed"
@@ -337,7 +396,10 @@ def review_summary() -> dict[str, Any]:
     labeled = Utterance.objects.filter(intent__isnull=False)
     if run is not None:
         labeled = labeled.exclude(id__in=run.snapshot.rows.values("utterance_id"))
+    from webapp.review.selectors import audit_estimates
+
     return {
+        "audit": audit_estimates(limit=5),
         "pending_items": pending.count(),
         "pending_texts": pending.values("text_key").distinct().count(),
         "promoted_run": run,

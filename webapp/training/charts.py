@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _to_data_uri(figure) -> str:
+def to_data_uri(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -32,7 +32,7 @@ def confusion_heatmap(matrix: list[list[int]], labels: list[str]) -> str:
     axes.set_xlabel("predicted intent")
     axes.set_ylabel("true intent")
     figure.colorbar(image, ax=axes, fraction=0.04, label="share of the true intent's examples")
-    return _to_data_uri(figure)
+    return to_data_uri(figure)
 
 
 def coverage_curve(points: list[dict], threshold: float) -> str:
@@ -45,4 +45,4 @@ def coverage_curve(points: list[dict], threshold: float) -> str:
     axes.set_ylim(0, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left", fontsize=8)
-    return _to_data_uri(figure)
+    return to_data_uri(figure)

@@ -2,7 +2,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from webapp.labeling.api.views import IntentViewSet, UtteranceViewSet
-from webapp.review.api.views import ReviewItemIngestView
+from webapp.review.api.views import ReviewItemIngestView, TrafficReportIngestView
 from webapp.training.api.views import PromotionViewSet, TrainingRunViewSet
 
 
@@ -19,4 +19,8 @@ router.register("intents", IntentViewSet, basename="intent")
 router.register("utterances", UtteranceViewSet, basename="utterance")
 router.register("training-runs", TrainingRunViewSet, basename="training-run")
 router.register("promotions", PromotionViewSet, basename="promotion")
-urlpatterns = [path("review-items/", ReviewItemIngestView.as_view(), name="review-items"), *router.urls]
+urlpatterns = [
+    path("review-items/", ReviewItemIngestView.as_view(), name="review-items"),
+    path("traffic-reports/", TrafficReportIngestView.as_view(), name="traffic-reports"),
+    *router.urls,
+]

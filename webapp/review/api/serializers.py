@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from webapp.labeling.models import MAX_TEXT_LENGTH
 from webapp.review.models import ReviewItem
-from webapp.review.services import INTENT_NAME_MAX_LENGTH, MAX_DISTRIBUTION_ENTRIES, MODEL_VERSION_MAX_LENGTH
+from webapp.review.services import INTENT_NAME_MAX_LENGTH, MAX_DISTRIBUTION_ENTRIES, MAX_REPORTED_PREDICTIONS, MODEL_VERSION_MAX_LENGTH
 
 
 class DistributionEntrySerializer(serializers.Serializer):
@@ -24,7 +24,9 @@ class ReviewEventSerializer(serializers.Serializer):
         help_text="The probability of every intent; the three most likely are stored.")
     model_version = serializers.CharField(max_length=MODEL_VERSION_MAX_LENGTH, help_text="The model's version (its SHA-256 prefix).")
     threshold = serializers.FloatField(min_value=0, max_value=1, help_text="The confidence threshold the prediction was below.")
-    time = serializers.DateTimeField(help_text="When the prediction was made (ISO 8601; UTC when no offset is given).")
+    time = serializers.DateTimeField(help_text="When the prediction was made (ISO 8601 with its UTC offset).")
+    reason = serializers.ChoiceField(choices=ReviewItem.Reason.choices, required=False, default=ReviewItem.Reason.LOW_CONFIDENCE,
+                                     help_text="Why serving sent it: below the threshold, or drawn for the audit sample.")
 
 
 class ReviewItemReceiptSerializer(serializers.ModelSerializer):
@@ -33,3 +35,21 @@ class ReviewItemReceiptSerializer(serializers.ModelSerializer):
     class Meta:
         model = ReviewItem
         fields = ["id", "prediction_id", "status", "created"]
+
+
+class TrafficReportSerializer(serializers.Serializer):
+    """The predictions one serving container counted for one model version and UTC day since its last report."""
+
+    type = serializers.ChoiceField(choices=["traffic"], required=False, help_text="Always \"traffic\" (the SQS queue carries both kinds).")
+    report_id = serializers.UUIDField(help_text="The report's id: the same id again stores nothing new.")
+    day = serializers.DateField(help_text="The UTC day the predictions were made.")
+    model_version = serializers.CharField(max_length=MODEL_VERSION_MAX_LENGTH)
+    predictions = serializers.IntegerField(min_value=0, max_value=MAX_REPORTED_PREDICTIONS)
+    low_confidence = serializers.IntegerField(min_value=0, max_value=MAX_REPORTED_PREDICTIONS, help_text="Below the threshold; at most predictions.")
+    audited = serializers.IntegerField(min_value=0, max_value=MAX_REPORTED_PREDICTIONS, help_text="Sent as audit items; at most predictions.")
+
+
+class TrafficReportReceiptSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    report_id = serializers.UUIDField()
+    created = serializers.BooleanField(help_text="False when a report with this id was already stored.")

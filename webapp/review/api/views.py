@@ -9,7 +9,9 @@ from rest_framework.views import APIView
 from webapp.labeling.api.parsers import JSONParser
 from webapp.labeling.api.schema import ErrorDetailSerializer
 from webapp.review import services
-from webapp.review.api.serializers import ReviewEventSerializer, ReviewItemReceiptSerializer
+from webapp.review.api.serializers import (
+    ReviewEventSerializer, ReviewItemReceiptSerializer, TrafficReportReceiptSerializer, TrafficReportSerializer,
+)
 
 
 class CanReportReviewItems(IsAuthenticated):
@@ -40,15 +42,41 @@ class ReviewItemIngestView(APIView):
         },
     )
     def post(self, request):
-        # Refused before the body is read: a sender cannot make the server parse megabytes of JSON.
-        length = _content_length(request)
-        if length > settings.REVIEW_MAX_BODY_BYTES:
-            raise RequestTooLarge(f"The body has {length} bytes; a review event may have at most {settings.REVIEW_MAX_BODY_BYTES} "
-                                  "(REVIEW_MAX_BODY_BYTES).")
+        _refuse_large_bodies(request)
         # A ValidationError becomes 400 with the field messages (the API's exception handler).
         item, created = services.review_item_ingest(event=request.data)
         body = {"id": item.pk, "prediction_id": str(item.prediction_id), "status": item.status, "created": created}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class TrafficReportIngestView(APIView):
+    """Where the serving app posts its prediction counts (REVIEW_SINK=http; the Traffic page)."""
+
+    permission_classes = [CanReportReviewItems]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=TrafficReportSerializer,
+        responses={
+            201: TrafficReportReceiptSerializer,
+            200: OpenApiResponse(TrafficReportReceiptSerializer, description="A report with this id was already stored."),
+            413: OpenApiResponse(ErrorDetailSerializer, description="The body is larger than REVIEW_MAX_BODY_BYTES."),
+            415: OpenApiResponse(ErrorDetailSerializer, description="The body is not application/json."),
+        },
+    )
+    def post(self, request):
+        _refuse_large_bodies(request)
+        report, created = services.traffic_report_ingest(report=request.data)
+        body = {"id": report.pk, "report_id": str(report.report_id), "created": created}
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _refuse_large_bodies(request) -> None:
+    """Refused before the body is read: a sender cannot make the server parse megabytes of JSON."""
+    length = _content_length(request)
+    if length > settings.REVIEW_MAX_BODY_BYTES:
+        raise RequestTooLarge(f"The body has {length} bytes; a review event may have at most {settings.REVIEW_MAX_BODY_BYTES} "
+                              "(REVIEW_MAX_BODY_BYTES).")
 
 
 def _content_length(request) -> int:

@@ -1,0 +1,110 @@
+"""What the admin shows about live traffic: the audit estimate of production accuracy, and the
+Traffic page's figures per day and model version.
+
+Only audit items count in the estimate. They are a uniform random sample of all predictions
+(REVIEW_AUDIT_RATE in serving), so the share the reviewers found right estimates the model's
+accuracy on live traffic without bias; the low-confidence items are, by construction, the
+predictions the model was unsure of, and would make any model look far worse than it is.
+An item decided "out of scope" counts as wrong (no intent of the model fits it); a dismissed or
+pending item is no decision and counts nowhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+from django.db.models import Count, F, Max, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from mlcore.evaluate import wilson_interval
+from webapp.review.models import ReviewItem, TrafficReport
+
+DECIDED = (ReviewItem.Status.LABELED, ReviewItem.Status.OUT_OF_SCOPE)
+
+
+@dataclass(frozen=True)
+class AuditEstimate:
+    model_version: str
+    reviewed: int
+    correct: int
+    pending: int
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.reviewed if self.reviewed else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.correct, self.reviewed)
+
+    @property
+    def low(self) -> float | None:
+        return self.interval[0] if self.reviewed else None
+
+    @property
+    def high(self) -> float | None:
+        return self.interval[1] if self.reviewed else None
+
+
+def _audit_counts() -> dict:
+    decided = Q(status__in=DECIDED)
+    return dict(
+        reviewed=Count("id", filter=decided),
+        correct=Count("id", filter=decided & Q(reviewed_intent=F("predicted_intent"))),
+        pending=Count("id", filter=Q(status=ReviewItem.Status.PENDING)),
+    )
+
+
+def audit_estimates(*, model_versions: Iterable[str] | None = None, limit: int | None = None) -> list[AuditEstimate]:
+    """The audit estimate per model version, the most recently served version first."""
+    items = ReviewItem.objects.filter(reason=ReviewItem.Reason.AUDIT).order_by()
+    if model_versions is not None:
+        items = items.filter(model_version__in=list(model_versions))
+    rows = items.values("model_version").annotate(**_audit_counts(), latest=Max("predicted_at")).order_by("-latest")
+    if limit is not None:
+        rows = rows[:limit]
+    return [AuditEstimate(model_version=r["model_version"], reviewed=r["reviewed"], correct=r["correct"], pending=r["pending"]) for r in rows]
+
+
+def audit_estimate(*, model_version: str) -> AuditEstimate:
+    found = audit_estimates(model_versions=[model_version])
+    return found[0] if found else AuditEstimate(model_version=model_version, reviewed=0, correct=0, pending=0)
+
+
+@dataclass(frozen=True)
+class TrafficDay:
+    day: datetime.date
+    model_version: str
+    predictions: int
+    low_confidence: int
+    audit: AuditEstimate
+
+    @property
+    def low_confidence_share(self) -> float | None:
+        return self.low_confidence / self.predictions if self.predictions else None
+
+
+def traffic_by_day(*, days: int = 30, today: datetime.date | None = None) -> list[TrafficDay]:
+    """Per UTC day and model version, newest day first: predictions and the low-confidence share
+    (from the serving containers' traffic reports) and the audit estimate (from the audit items
+    predicted that day)."""
+    today = today or timezone.now().date()
+    since = today - datetime.timedelta(days=days - 1)
+    counts = (TrafficReport.objects.filter(day__gte=since).order_by().values("day", "model_version")
+              .annotate(predictions=Sum("predictions"), low_confidence=Sum("low_confidence")))
+    audits = (ReviewItem.objects.filter(reason=ReviewItem.Reason.AUDIT, predicted_at__date__gte=since).order_by()
+              .annotate(day=TruncDate("predicted_at")).values("day", "model_version").annotate(**_audit_counts()))
+    table: dict[tuple, dict] = defaultdict(lambda: {"predictions": 0, "low_confidence": 0, "reviewed": 0, "correct": 0, "pending": 0})
+    for row in counts:
+        table[(row["day"], row["model_version"])].update(predictions=row["predictions"], low_confidence=row["low_confidence"])
+    for row in audits:
+        table[(row["day"], row["model_version"])].update(reviewed=row["reviewed"], correct=row["correct"], pending=row["pending"])
+    return [
+        TrafficDay(day=day, model_version=version, predictions=row["predictions"], low_confidence=row["low_confidence"],
+                   audit=AuditEstimate(model_version=version, reviewed=row["reviewed"], correct=row["correct"], pending=row["pending"]))
+        for (day, version), row in sorted(table.items(), key=lambda item: (item[0][0], item[0][1]), reverse=True)
+    ]
