@@ -1,0 +1,259 @@
+"""The learning loop, simulated: which review strategy buys the most accuracy per label?
+
+    python bench/learning_loop.py                          # CLINC150, K=10, rounds of 5 per intent
+    python bench/learning_loop.py --report                 # the table and plot from the results so far
+
+A seed of K labels per intent trains the first model; the rest of the train split is the traffic.
+Each round the model scores the traffic, the serving rule routes the unsure predictions to the
+queue (confidence below the model's recommended threshold), a simulated reviewer labels the first
+N items in the queue's order with their true intents, the default recipe retrains on everything
+labeled so far, and the new model is scored on the test split. ``random`` skips the queue: N items
+of all the traffic, picked at random, as a user labeling by hand would.
+
+Every strategy of one seed starts from the same seed labels and the same first model. Results go
+to a JSON-lines file as they come (``--results``), so a long run can be read, or resumed, at any
+time: a (seed, strategy) pair already there is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import CLINC_FULL, REPO_ROOT, header  # noqa: E402
+from mlcore.config import TrainConfig  # noqa: E402
+from mlcore.data import Example, LabeledData, load_labeled_data  # noqa: E402
+from mlcore.predictor import Predictor  # noqa: E402
+from mlcore.review_strategy import STRATEGIES, needs_review, review_order, top_two  # noqa: E402
+from mlcore.train import train  # noqa: E402
+
+DEFAULT_RESULTS = REPO_ROOT / "var" / "bench" / "learning_loop.jsonl"
+PLOT = REPO_ROOT / "docs" / "learning_loop.png"
+ALL_STRATEGIES = ("random", *STRATEGIES)
+
+
+def seed_split(data: LabeledData, per_intent: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """K labels per intent, drawn with ``seed``; the rest of the train split is the traffic."""
+    rng = random.Random(seed)
+    by_intent: dict[str, list[Example]] = defaultdict(list)
+    for example in data.train:
+        by_intent[example.intent].append(example)
+    labeled, traffic = [], []
+    for intent in sorted(by_intent):
+        rows = by_intent[intent][:]
+        rng.shuffle(rows)
+        labeled += rows[:per_intent]
+        traffic += rows[per_intent:]
+    rng.shuffle(traffic)
+    return labeled, traffic
+
+
+def retrain(data: LabeledData, labeled: list[Example], seed: int) -> tuple[Predictor, dict]:
+    started = time.monotonic()
+    result = train(TrainConfig(seed=seed), replace(data, train=labeled, oos_test=[]))
+    wall = time.monotonic() - started
+    predictor = Predictor(result.to_artifact())
+    test = result.metrics["test"]
+    return predictor, {
+        "labels": len(labeled), "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
+        "threshold": result.threshold, "train_seconds": result.metrics["training"]["train_seconds"],
+        "retrain_seconds": round(wall, 1),
+    }
+
+
+def pick(strategy: str, predictor: Predictor, traffic: list[Example], budget: int, seed: int) -> tuple[list[int], int]:
+    """The traffic positions a reviewer labels this round, and how many items the queue held."""
+    if strategy == "random":
+        return random.Random(seed).sample(range(len(traffic)), min(budget, len(traffic))), len(traffic)
+    probabilities = predictor.probabilities([e.text for e in traffic], batch_size=256)
+    best, confidence, margin = top_two(probabilities)
+    queued = np.flatnonzero(needs_review(confidence, margin, threshold=predictor.threshold))
+    predicted = [predictor.labels[i] for i in best[queued]]
+    order = review_order(confidence=confidence[queued], margin=margin[queued], predicted=predicted, strategy=strategy)
+    return [int(queued[i]) for i in order[:budget]], len(queued)
+
+
+def run_chain(data, labeled, traffic, first, *, strategy, seed, rounds, budget, write) -> None:
+    predictor, labeled, traffic = first, list(labeled), list(traffic)
+    for round_number in range(1, rounds + 1):
+        chosen, queue_size = pick(strategy, predictor, traffic, budget, seed * 1000 + round_number)
+        picked = set(chosen)
+        intents_covered = len({traffic[i].intent for i in chosen})
+        labeled += [traffic[i] for i in chosen]
+        traffic = [e for i, e in enumerate(traffic) if i not in picked]
+        predictor, record = retrain(data, labeled, seed)
+        record.update(seed=seed, strategy=strategy, round=round_number, queue_size=queue_size, intents_covered=intents_covered)
+        write(record)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(CLINC_FULL), help="a labeled file with train, val and test splits (CLINC150 by default)")
+    parser.add_argument("--name", default="CLINC150", help="the data set's name in the results")
+    parser.add_argument("--seed-per-intent", type=int, default=10)
+    parser.add_argument("--round-per-intent", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", default=list(ALL_STRATEGIES), choices=ALL_STRATEGIES)
+    parser.add_argument("--intents", type=int, default=0, help="keep only the first N intents (0: all)")
+    parser.add_argument("--full", action="store_true", help="also train the full-data reference (once, first seed)")
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
+    parser.add_argument("--stability", type=int, nargs="*", metavar="K",
+                        help="instead: the recipe on the first K labels per intent of one seed (nested sets), e.g. 10 20 40 80")
+    args = parser.parse_args()
+    results = Path(args.results)
+    if args.report:
+        report(results, args.name)
+        return
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["seed"], r["strategy"]) for r in read(results) if r.get("data") == args.name}
+
+    def write(record: dict) -> None:
+        record["data"] = args.name
+        print(json.dumps(record), flush=True)
+        with results.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+
+    data = load_labeled_data(args.data)
+    if args.intents:
+        from mlcore.data import select_intents
+
+        data = select_intents(data, data.intents[: args.intents])
+    if args.stability:
+        stability(data, args.stability, args.seeds[0], write, {(r["seed"], r["strategy"], r["labels"]) for r in read(results)
+                                                              if r.get("data") == args.name})
+        return
+    budget = args.round_per_intent * len(data.intents)
+    print(header("The learning loop"), flush=True)
+    if args.full and (args.seeds[0], "full") not in done:
+        _, record = retrain(data, data.train, args.seeds[0])
+        write({**record, "seed": args.seeds[0], "strategy": "full", "round": 0})
+    for seed in args.seeds:
+        wanted = [s for s in args.strategies if (seed, s) not in done]
+        if not wanted:
+            continue
+        labeled, traffic = seed_split(data, args.seed_per_intent, seed)
+        first, first_record = retrain(data, labeled, seed)
+        if (seed, "seed") not in done:
+            write({**first_record, "seed": seed, "strategy": "seed", "round": 0})
+        for strategy in wanted:
+            run_chain(data, labeled, traffic, first, strategy=strategy, seed=seed,
+                      rounds=args.rounds, budget=budget, write=write)
+    report(results, args.name)
+
+
+def stability(data: LabeledData, sizes: list[int], seed: int, write, done: set) -> None:
+    """Test accuracy must not fall as labels grow: K per intent from one seed's shuffle, so each set
+    holds the smaller ones."""
+    print(header("Recipe stability"), flush=True)
+    for per_intent in sorted(sizes):
+        labeled, _ = seed_split(data, per_intent, seed)
+        if (seed, "stability", len(labeled)) in done:
+            continue
+        _, record = retrain(data, labeled, seed)
+        write({**record, "seed": seed, "strategy": "stability", "round": 0, "per_intent": per_intent})
+
+
+def read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def report(path: Path, name: str) -> None:
+    """The markdown table (mean and spread over seeds) and the plot of accuracy against labels."""
+    records = [r for r in read(path) if r.get("data") == name]
+    full = [r["accuracy"] for r in records if r["strategy"] == "full"]
+    seeds = {r["seed"]: r for r in records if r["strategy"] == "seed"}
+    curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    retrain_seconds: dict[int, list[float]] = defaultdict(list)
+    for r in records:
+        if r["strategy"] in ("seed", "full", "stability"):
+            continue
+        curves[r["strategy"]][r["labels"]].append(r["accuracy"])
+        retrain_seconds[r["labels"]].append(r["retrain_seconds"])
+    for strategy in curves:
+        for seed_record in seeds.values():
+            curves[strategy][seed_record["labels"]].append(seed_record["accuracy"])
+    for record in seeds.values():
+        retrain_seconds[record["labels"]].append(record["retrain_seconds"])
+    budgets = sorted({labels for curve in curves.values() for labels in curve})
+    print(f"\n### {name}: test accuracy against labels spent (mean ± standard deviation over seeds {sorted(seeds)})\n")
+    print("| strategy | " + " | ".join(f"{b:,} labels" for b in budgets) + " | labels to within 0.5 of full data |")
+    print("| --- |" + " --- |" * (len(budgets) + 1))
+    target = statistics.mean(full) - 0.005 if full else None
+    for strategy in [s for s in ALL_STRATEGIES if s in curves]:
+        cells, reached = [], None
+        for b in budgets:
+            values = curves[strategy].get(b, [])
+            cells.append(_cell(values))
+            if reached is None and target is not None and values and statistics.mean(values) >= target:
+                reached = b
+        needed = f"{reached:,}" if reached else (f"> {budgets[-1]:,}" if target else "no full-data model")
+        print(f"| {strategy} | " + " | ".join(cells) + f" | {needed} |")
+    for r in records:
+        if r["strategy"] == "full":
+            print(f"\nFull data (all {r['labels']:,} training labels, seed {r['seed']}): **{r['accuracy']:.4f}**, "
+                  f"retrained in {r['retrain_seconds']:.0f} s.")
+    print("\nRetrain wall time (training, calibration and scoring the test split) by labels: "
+          + ", ".join(f"{b:,}: {statistics.mean(v):.0f} s" for b, v in sorted(retrain_seconds.items())) + ".")
+    stable = sorted((r for r in records if r["strategy"] == "stability"), key=lambda r: r["labels"])
+    if stable:
+        print("\n### Recipe stability: the same seed, more labels per intent\n")
+        print("| labels per intent | labels | test accuracy | retrain wall time (s) |\n| --- | --- | --- | --- |")
+        for r in stable:
+            print(f"| {r['per_intent']} | {r['labels']:,} | {r['accuracy']:.4f} | {r['retrain_seconds']:.0f} |")
+    if curves:
+        _plot(curves, full, name)
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def _plot(curves, full, name) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for strategy in [s for s in ALL_STRATEGIES if s in curves]:
+        points = sorted(curves[strategy].items())
+        x = [b for b, _ in points]
+        mean = np.array([statistics.mean(v) for _, v in points])
+        spread = np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points])
+        axes.plot(x, mean, marker="o", label=strategy)
+        axes.fill_between(x, mean - spread, mean + spread, alpha=0.15)
+    if full:
+        axes.axhline(statistics.mean(full), color="black", linestyle="--", linewidth=1, label="full data")
+        axes.axhline(statistics.mean(full) - 0.005, color="grey", linestyle=":", linewidth=1, label="full data − 0.5 pt")
+    axes.set_xlabel("labels spent")
+    axes.set_ylabel("test accuracy")
+    axes.set_title(f"{name}: accuracy against labels, by review strategy")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    target = PLOT if name == "CLINC150" else PLOT.with_name(f"learning_loop_{name.lower()}.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=110)
+    print(f"\nPlot: {target.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
