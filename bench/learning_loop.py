@@ -2,6 +2,8 @@
 
     python bench/learning_loop.py                          # CLINC150, K=10, rounds of 5 per intent
     python bench/learning_loop.py --report                 # the table and plot from the results so far
+    python bench/learning_loop.py --data BANKING77 --rounds 2 --full   # the second data set
+    python bench/learning_loop.py --stability 10 20 40 80  # the recipe as labels grow (CLINC150, one seed)
 
 A seed of K labels per intent trains the first model; the rest of the train split is the traffic.
 Each round the model scores the traffic, the serving rule routes the unsure predictions to the
@@ -39,8 +41,18 @@ from mlcore.review_strategy import STRATEGIES, needs_review, review_order, top_t
 from mlcore.train import train  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "var" / "bench" / "learning_loop.jsonl"
-PLOT = REPO_ROOT / "docs" / "learning_loop.png"
+PLOT = REPO_ROOT / "docs" / "learning_loop_clinc150.png"
 ALL_STRATEGIES = ("random", *STRATEGIES)
+
+
+def data_path(name: str) -> Path:
+    if name == "CLINC150":
+        return CLINC_FULL
+    if name == "BANKING77":
+        from bench.banking77 import build
+
+        return build()
+    return Path(name)
 
 
 def seed_split(data: LabeledData, per_intent: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -99,8 +111,9 @@ def run_chain(data, labeled, traffic, first, *, strategy, seed, rounds, budget, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(CLINC_FULL), help="a labeled file with train, val and test splits (CLINC150 by default)")
-    parser.add_argument("--name", default="CLINC150", help="the data set's name in the results")
+    parser.add_argument("--data", default="CLINC150",
+                        help="CLINC150, BANKING77 (fetched by bench/banking77.py), or a labeled file with train, val and test splits")
+    parser.add_argument("--name", default=None, help="the data set's name in the results (default: --data)")
     parser.add_argument("--seed-per-intent", type=int, default=10)
     parser.add_argument("--round-per-intent", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
@@ -113,6 +126,7 @@ def main() -> None:
     parser.add_argument("--stability", type=int, nargs="*", metavar="K",
                         help="instead: the recipe on the first K labels per intent of one seed (nested sets), e.g. 10 20 40 80")
     args = parser.parse_args()
+    args.name = args.name or Path(args.data).stem
     results = Path(args.results)
     if args.report:
         report(results, args.name)
@@ -126,7 +140,7 @@ def main() -> None:
         with results.open("a") as out:
             out.write(json.dumps(record) + "\n")
 
-    data = load_labeled_data(args.data)
+    data = load_labeled_data(data_path(args.data))
     if args.intents:
         from mlcore.data import select_intents
 
@@ -249,7 +263,7 @@ def _plot(curves, full, name) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    target = PLOT if name == "CLINC150" else PLOT.with_name(f"learning_loop_{name.lower()}.png")
+    target = PLOT.with_name(f"learning_loop_{name.lower()}.png")
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target, dpi=110)
     print(f"\nPlot: {target.relative_to(REPO_ROOT)}")

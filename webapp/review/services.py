@@ -28,6 +28,7 @@ from webapp.labeling import services as labeling
 from webapp.labeling.models import Intent, Utterance, text_key
 from webapp.labeling.services import strip_unstorable
 from webapp.review.models import ReviewItem, TrafficReport
+from webapp.review.selectors import audit_estimates
 
 logger = logging.getLogger(__name__)
 UNDELIVERED_EVENT = "review_event_undelivered"  # the log line the serving app writes for a lost event
@@ -396,8 +397,6 @@ def review_summary() -> dict[str, Any]:
     labeled = Utterance.objects.filter(intent__isnull=False)
     if run is not None:
         labeled = labeled.exclude(id__in=run.snapshot.rows.values("utterance_id"))
-    from webapp.review.selectors import audit_estimates
-
     return {
         "audit": audit_estimates(limit=5),
         "pending_items": pending.count(),
