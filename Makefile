@@ -30,9 +30,9 @@ serve: $(STAMP)
 
 # The serving code as a zip package (template.yaml's PackageFormat=Zip; sam build installs lambda/requirements.txt).
 lambda-zip:
-	rm -rf build/lambda-zip && mkdir -p build/lambda-zip/mlcore
+	rm -rf build/lambda-zip && mkdir -p build/lambda-zip
 	cp lambda/*.py lambda/requirements.txt build/lambda-zip/
-	cp mlcore/__init__.py mlcore/errors.py mlcore/prediction.py mlcore/onnx_predictor.py build/lambda-zip/mlcore/
+	cp -r mlcore build/lambda-zip/mlcore && rm -rf build/lambda-zip/mlcore/__pycache__
 
 test: test-sqlite test-postgres
 

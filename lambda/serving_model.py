@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlcore.errors import ArtifactError
+from mlcore.files import is_s3_uri, parse_s3_uri
 
 logger = logging.getLogger("serving.model")
 
@@ -140,7 +141,7 @@ class ModelStore:
 
     # -- the source: a local file or an S3 object ------------------------------------------------
     def _marker(self) -> str:
-        if self.uri.startswith("s3://"):
+        if is_s3_uri(self.uri):
             bucket, key = _split_s3(self.uri)
             try:
                 head = _s3().head_object(Bucket=bucket, Key=key)
@@ -154,7 +155,7 @@ class ModelStore:
         return f"{stat.st_mtime_ns}:{stat.st_size}"
 
     def _fetch_and_load(self, marker: str) -> LoadedModel:
-        if not self.uri.startswith("s3://"):
+        if not is_s3_uri(self.uri):
             return LoadedModel(self._load(Path(self.uri)), marker, time.time())
         bucket, key = _split_s3(self.uri)
         with tempfile.TemporaryDirectory(prefix="model-") as folder:  # /tmp on Lambda
@@ -180,10 +181,10 @@ def log(level: int, event: str, **fields: Any) -> None:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or not key:
-        raise ModelUnavailable(f"{uri} is not of the form s3://bucket/key")
-    return bucket, key
+    try:
+        return parse_s3_uri(uri)
+    except ValueError as exc:
+        raise ModelUnavailable(str(exc)) from None
 
 
 _client = None

@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from mlcore.errors import ArtifactError
+from mlcore.files import atomic_write
 
 ARTIFACT_FORMAT = "intentflow.intent-classifier"
 FORMAT_VERSION = 1
@@ -77,21 +76,11 @@ def save_artifact(artifact: dict[str, Any], path: str | Path) -> str:
     # opaque RuntimeError, while a plain write says which (ENOSPC, EFBIG, EACCES).
     buffer = io.BytesIO()
     torch.save(artifact, buffer)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; readers (the serving app) need it
-        os.replace(temp_name, path)
+        atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
     except OSError as exc:
-        Path(temp_name).unlink(missing_ok=True)
         raise ArtifactError(f"The artifact could not be written to {path}: {exc.strerror or exc} "
                             f"({len(buffer.getbuffer())} bytes; is the disk full?)") from exc
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     return file_sha256(path)
 
 

@@ -9,13 +9,13 @@ from (the model version). Serving it needs onnxruntime, ``tokenizers`` and numpy
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
 from mlcore.artifact import file_sha256
+from mlcore.files import atomic_write
 from mlcore.predictor import Predictor
 
 METADATA_KEY = "intentflow"
@@ -80,15 +80,7 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path) -> Path:
         model = onnx.load(str(raw))
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(serving_metadata(predictor))
-        descriptor, temp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-        os.close(descriptor)
-        try:
-            onnx.save(model, temp_name)
-            os.chmod(temp_name, 0o644)
-            os.replace(temp_name, out_path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        atomic_write(out_path, lambda handle: handle.write(model.SerializeToString()))
     return out_path
 
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 from mlcore.config import TrainConfig
 from mlcore.data import OOS_LABEL, Example, LabeledData, dataset_fingerprint
 from mlcore.errors import ArtifactError, ConfigError, MlcoreError, TrainingCancelled
+from mlcore.files import atomic_write, is_s3_uri, parse_s3_uri
 from webapp.labeling.models import Utterance
 from webapp.training.models import DatasetSnapshot, Promotion, SnapshotRow, TrainingRun
 
@@ -734,10 +735,10 @@ def _restore(previous: ServingFiles | None, live: ServingFiles) -> None:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or not key:
-        raise ValidationError({"serving_uri": f"{uri} is not of the form s3://bucket/key."})
-    return bucket, key
+    try:
+        return parse_s3_uri(uri)
+    except ValueError as exc:
+        raise ValidationError({"serving_uri": f"{exc}."}) from None
 
 
 def _s3():
@@ -762,7 +763,7 @@ def _storage_errors(action: str, uri: str) -> Iterator[None]:
 def publish_artifact(*, source: Path, uri: str) -> None:
     """Replace what ``uri`` holds in one step: readers see the old file or the new, never a mix."""
     with _storage_errors("write", uri):
-        if uri.startswith("s3://"):
+        if is_s3_uri(uri):
             bucket, key = _split_s3(uri)
             _s3().upload_file(str(source), bucket, key)  # S3 swaps the object when the upload completes
             return
@@ -771,24 +772,13 @@ def publish_artifact(*, source: Path, uri: str) -> None:
 
 
 def _atomic_write(target: Path, reader) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            shutil.copyfileobj(reader, handle, 1 << 20)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; the serving process must read it
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda handle: shutil.copyfileobj(reader, handle, 1 << 20))
 
 
 def storage_copy(source_uri: str, target_uri: str) -> None:
     """Copy one published file to another name, atomically for readers of the target."""
     with _storage_errors("copy to", target_uri):
-        if target_uri.startswith("s3://"):
+        if target_is_s3_uri(uri):
             source_bucket, source_key = _split_s3(source_uri)
             bucket, key = _split_s3(target_uri)
             _s3().copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
@@ -799,7 +789,7 @@ def storage_copy(source_uri: str, target_uri: str) -> None:
 
 def storage_exists(uri: str) -> bool:
     with _storage_errors("read", uri):
-        if uri.startswith("s3://"):
+        if is_s3_uri(uri):
             from botocore.exceptions import ClientError
 
             bucket, key = _split_s3(uri)
@@ -815,7 +805,7 @@ def storage_exists(uri: str) -> bool:
 
 def storage_delete(uri: str) -> None:
     with _storage_errors("delete", uri):
-        if uri.startswith("s3://"):
+        if is_s3_uri(uri):
             bucket, key = _split_s3(uri)
             _s3().delete_object(Bucket=bucket, Key=key)
             return
