@@ -64,8 +64,8 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path) -> Path:
     predictor = Predictor.from_file(artifact_path)
     if predictor.sha256 is None:  # pragma: no cover - from_file always sets it
         predictor.sha256 = file_sha256(artifact_path)
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in predictor._input_names else [])
-    sample = predictor.encode(["an example to trace", "another"])
+    names = list(predictor.input_names)
+    sample = {name: torch.from_numpy(ids) for name, ids in predictor.encode(["an example to trace", "another"]).items()}
     module = _Logits(predictor.model.eval(), "token_type_ids" in names)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,29 +8,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mlcore.errors import ArtifactError
-from mlcore.prediction import Prediction, batched_rows, calibrated_probabilities, load_tokenizer, rank
+from mlcore.prediction import PredictorBase
 
 METADATA_KEY = "intentflow"
-DEFAULT_BATCH_SIZE = 64
 
 
-class OnnxPredictor:
+class OnnxPredictor(PredictorBase):
+    """The ONNX backend (fp32 or int8): everything but the forward pass is PredictorBase."""
+
+    backend = "onnx"
+
     def __init__(self, session, metadata: dict[str, Any]) -> None:
         self.session = session
         self.metadata = metadata
-        self.labels: list[str] = list(metadata["labels"])
-        self.temperature = float(metadata["temperature"])
-        self.threshold = float(metadata["threshold"])
-        self.max_length = int(metadata["max_length"])
-        self.sha256: str = metadata["artifact_sha256"]
-        self.metrics: dict[str, Any] = metadata.get("metrics", {})
-        self.tokenizer = load_tokenizer(metadata["tokenizer"], self.max_length)
-        self._inputs = {i.name for i in session.get_inputs()}
+        super().__init__(
+            labels=metadata["labels"], temperature=metadata["temperature"], threshold=metadata["threshold"],
+            max_length=metadata["max_length"], tokenizer=metadata["tokenizer"], sha256=metadata["artifact_sha256"],
+            metrics=metadata.get("metrics", {}), input_names=[i.name for i in session.get_inputs()],
+        )
 
     @classmethod
     def from_file(cls, path: str | Path, *, threads: int | None = None) -> "OnnxPredictor":
@@ -54,25 +54,5 @@ class OnnxPredictor:
         except Exception as exc:  # missing or mistyped metadata fields
             raise ArtifactError(f"{path} has unusable intentflow metadata: {type(exc).__name__}: {exc}.") from None
 
-    @property
-    def version(self) -> str:
-        """The prefix of the SHA-256 of the ``.pt`` artifact this export came from."""
-        return self.sha256[:12]
-
-    def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        def run(batch: list[str]) -> np.ndarray:
-            encodings = self.tokenizer.encode_batch(batch)
-            feeds = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-            }
-            return self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
-
-        return batched_rows(list(texts), batch_size, len(self.labels), run)
-
-    def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        return calibrated_probabilities(self.logits(texts, batch_size=batch_size), self.temperature)
-
-    def predict(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Prediction]:
-        return rank(self.probabilities(texts), self.labels, self.threshold if threshold is None else threshold)
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["logits"], batch)[0]

@@ -1,9 +1,12 @@
-"""What a prediction is, shared by the torch and the ONNX predictors (no heavy imports here)."""
+"""The inference core shared by every backend (torch, ONNX): what a prediction is, and the predictor
+base that holds the model's metadata, tokenization, calibration, ranking and the threshold rule.
+A backend only turns a batch of token ids into logits. No heavy imports here: the serving
+package uses this with onnxruntime and never imports torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -69,3 +72,49 @@ def load_tokenizer(settings: dict[str, Any], max_length: int):
     tokenizer.enable_padding(pad_id=int(settings["pad_token_id"]), pad_token=settings["pad_token"])
     tokenizer.enable_truncation(max_length=max_length)
     return tokenizer
+
+
+DEFAULT_BATCH_SIZE = 64
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class PredictorBase:
+    """Everything but the forward pass. Subclasses set ``backend`` and implement ``_forward``."""
+
+    backend = "abstract"
+
+    def __init__(self, *, labels: Sequence[str], temperature: float, threshold: float, max_length: int,
+                 tokenizer: Mapping[str, Any], sha256: str | None, metrics: dict[str, Any] | None, input_names: Sequence[str]) -> None:
+        self.labels: list[str] = list(labels)
+        self.temperature = float(temperature)
+        self.threshold = float(threshold)
+        self.max_length = int(max_length)
+        self.sha256 = sha256
+        self.metrics: dict[str, Any] = metrics or {}
+        self.input_names = tuple(name for name in MODEL_INPUTS if name in set(input_names))
+        self.tokenizer = load_tokenizer(tokenizer, self.max_length)
+
+    @property
+    def version(self) -> str:
+        """The model version: the prefix of the ``.pt`` artifact's SHA-256 (an export carries its source's)."""
+        return (self.sha256 or "")[:12]
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids as int64 arrays, padded to the batch's longest text, for the model's inputs only."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        columns = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+        return {name: np.array([getattr(e, columns[name]) for e in encodings], dtype=np.int64) for name in self.input_names}
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Raw (uncalibrated) logits, one row per text."""
+        return batched_rows(list(texts), batch_size, len(self.labels), lambda batch: self._forward(self.encode(batch)))
+
+    def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Calibrated probabilities (temperature-scaled softmax), one row per text."""
+        return calibrated_probabilities(self.logits(texts, batch_size=batch_size), self.temperature)
+
+    def predict(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Prediction]:
+        return rank(self.probabilities(texts), self.labels, self.threshold if threshold is None else threshold)
