@@ -114,8 +114,9 @@ NOTHING_BUT_CONTROLS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]*")
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRouter | None = None, *, fast_path: bool = True) -> FastAPI:
+def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRouter | None = None, *, fast_path: bool | None = None) -> FastAPI:
     started = time.monotonic()
+    fast_path = settings.fast_path if fast_path is None else fast_path
     router = router or build_router(settings)
     max_chars, max_batch = settings.max_text_chars, settings.max_batch_size
 
@@ -157,15 +158,19 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
                     raise ValueError(f"texts[{index}]: {exc}") from None
             return texts
 
-    def key_is_valid(supplied: str) -> bool:
-        # Compare with every key, in constant time, so timing reveals nothing about them.
-        matches = [hmac.compare_digest(supplied.encode(), key.encode()) for key in settings.api_keys]
+    def authorized(supplied: str | None) -> bool:
+        """The one authorization rule of the routes and the fast path: with API_KEYS set, the
+        x-api-key header must hold one of them (compared with every key in constant time, so
+        timing reveals nothing about them)."""
+        if not settings.api_keys:
+            return True
+        matches = [hmac.compare_digest((supplied or "").encode(), key.encode()) for key in settings.api_keys]
         return any(matches)
 
     api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="One of the keys in API_KEYS.")
 
     async def require_api_key(x_api_key: Annotated[str | None, Security(api_key_header)] = None) -> None:
-        if settings.api_keys and not key_is_valid(x_api_key or ""):
+        if not authorized(x_api_key):
             raise HTTPException(status_code=401, detail="a valid x-api-key header is required")
 
     def model():
@@ -251,7 +256,8 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         answers the same way or with the error (401, 422, 503) that FastAPI would give."""
         started_at = time.perf_counter()
         # Decoded as Starlette decodes headers, so both paths accept exactly the same keys.
-        if settings.api_keys and not key_is_valid((header(headers, b"x-api-key") or b"").decode("latin-1")):
+        supplied = header(headers, b"x-api-key")
+        if not authorized(None if supplied is None else supplied.decode("latin-1")):
             return None
         if store.current is None or not is_json(header(headers, b"content-type")):
             return None  # with no model loaded yet, the route tries to load it, or says why not

@@ -188,3 +188,26 @@ def test_under_uvicorn_the_fast_path_answers_even_a_chunked_body(uvicorn_server)
     assert plain.status_code == chunked.status_code == 200
     assert plain.json()["distribution"] == chunked.json()["distribution"]
     assert bad.status_code == 404  # handed on to the app, whose route is gone
+
+
+# What the fast path reproduces of the route. A new dependency or middleware on POST /classify
+# would be skipped by the fast path: this list must change with it, and the fast path with it.
+ROUTE_DEPENDENCIES = {True: ["require_api_key"], False: []}
+MIDDLEWARE = ["FastPath"]
+
+
+@pytest.mark.parametrize("keys", [True, False])
+def test_the_route_has_nothing_the_fast_path_would_skip(make_client, model_file, keys):
+    client = make_client(model_uri=str(model_file), **({"api_keys": "key-one"} if keys else {}))
+    route = next(r for r in client.app.routes if getattr(r, "path", None) == "/classify" and "POST" in r.methods)
+    names = [d.call.__name__ for d in route.dependant.dependencies]
+    assert names == ROUTE_DEPENDENCIES[keys], "POST /classify gained a dependency the fast path does not apply"
+    assert [m.cls.__name__ for m in client.app.user_middleware] == MIDDLEWARE, "a middleware the fast path would bypass"
+
+
+def test_the_fast_path_can_be_turned_off(make_client, model_file, fresh_app_module):
+    off = make_client(model_uri=str(model_file), fast_path=False)
+    assert off.app.user_middleware == []
+    assert off.post("/classify", json={"text": TEXT}).status_code == 200
+    module = fresh_app_module(MODEL_URI=model_file, FAST_PATH="0")
+    assert module.app.user_middleware == [] and module.settings.fast_path is False
