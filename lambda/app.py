@@ -102,6 +102,8 @@ class ModelInfo(BaseModel):
     created_at: str | None
     dataset_fingerprint: str | None
     metrics: dict[str, Any]
+    precision: str = Field(description="The served weights: int8 (passed its accuracy gate at promotion) or fp32.")
+    backend: str = Field(description="onnx (what promotion publishes) or torch (a .pt file, for development).")
 
 
 # What a text must hold besides whitespace: something other than control characters (NUL, ESC, DEL...),
@@ -334,6 +336,7 @@ def describe(predictor) -> dict:
     return {
         "base_model": source.get("base_model"), "created_at": source.get("created_at"),
         "dataset_fingerprint": source.get("dataset_fingerprint"), "metrics": {k: report.get(k) for k in HEADLINE},
+        "precision": source.get("precision", "fp32"), "backend": predictor.backend,
     }
 
 

@@ -38,6 +38,7 @@ def serving_metadata(predictor: Predictor) -> dict:
     report = metrics.get("test") or metrics.get("validation") or {}
     return {
         "format_version": 1,
+        "precision": "fp32",
         "artifact_sha256": predictor.sha256,
         "labels": predictor.labels,
         "temperature": predictor.temperature,

@@ -143,6 +143,15 @@ SERVING_MODEL_URI = env.str("SERVING_MODEL_URI", default=str(VAR_DIR / "serving"
 PROMOTION_MAX_ACCURACY_DROP = env.float("PROMOTION_MAX_ACCURACY_DROP", default=0.005)
 if not 0 <= PROMOTION_MAX_ACCURACY_DROP < 1:
     raise ImproperlyConfigured(f"PROMOTION_MAX_ACCURACY_DROP must be in [0, 1), got {PROMOTION_MAX_ACCURACY_DROP}.")
+# Promotion also makes an int8 copy of the ONNX export; it is served instead of fp32 only if, on the
+# run's validation split and held-out set, it is at most this much less accurate (0.003 = 0.3 points)
+# and agrees with fp32's top intent on at least QUANTIZED_MIN_AGREEMENT of the texts. 0 still allows
+# an int8 model that loses nothing; QUANTIZE=0 skips it.
+QUANTIZE = env.bool("QUANTIZE", default=True)
+QUANTIZED_MAX_ACCURACY_DROP = env.float("QUANTIZED_MAX_ACCURACY_DROP", default=0.003)
+QUANTIZED_MIN_AGREEMENT = env.float("QUANTIZED_MIN_AGREEMENT", default=0.99)
+if not 0 <= QUANTIZED_MAX_ACCURACY_DROP < 1 or not 0 < QUANTIZED_MIN_AGREEMENT <= 1:
+    raise ImproperlyConfigured("QUANTIZED_MAX_ACCURACY_DROP must be in [0, 1) and QUANTIZED_MIN_AGREEMENT in (0, 1].")
 
 # Background jobs (django-q2). Embedded default: the ORM broker on the default database;
 # production: Redis when REDIS_URL is set.

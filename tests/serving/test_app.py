@@ -158,6 +158,7 @@ def test_the_model_endpoint_describes_the_model(client, tiny_artifact):
     assert body["intents"] == predictor.labels and body["model_version"] == predictor.version
     assert body["metrics"]["accuracy"] == predictor.metrics["validation"]["accuracy"]
     assert {"threshold", "temperature", "base_model", "created_at"} <= set(body)
+    assert (body["precision"], body["backend"]) == ("fp32", "onnx")
 
 
 def test_one_json_log_line_per_request_without_the_text(make_client, model_file, caplog):

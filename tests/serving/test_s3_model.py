@@ -26,3 +26,15 @@ def test_an_unreachable_object_is_503_with_the_reason(bucket, make_client):
     client = make_client(model_uri="s3://models/missing/model.pt")
     response = client.post("/classify", json={"text": "hi"})
     assert response.status_code == 503 and "cannot be reached" in response.json()["detail"]
+
+
+def test_the_int8_model_is_served_from_s3(bucket, make_client, tiny_artifact, tiny_onnx, tmp_path):
+    from mlcore.quantize import quantize_int8
+
+    int8 = quantize_int8(tiny_onnx, tmp_path / "model.int8.onnx")
+    bucket.upload_file(str(int8), "models", KEY)
+    client = make_client(model_uri=f"s3://models/{KEY}")
+    answer = client.post("/classify", json={"text": "show me the news"})
+    assert answer.status_code == 200 and answer.json()["model_version"] == file_sha256(tiny_artifact)[:12]
+    assert client.get("/model").json()["precision"] == "int8"
+    assert bucket.head_object(Bucket="models", Key=KEY)["ContentLength"] < 0.5 * tiny_onnx.stat().st_size

@@ -52,7 +52,7 @@ def fail_switching_onnx(monkeypatch, serving_path) -> None:
     monkeypatch.setattr(services, "storage_copy", copy)
 
 
-STEPS = ["_verify_artifact", "_apply_gate", "serving_export", "_publish_version", "_previous_version",
+STEPS = ["_verify_artifact", "_apply_gate", "serving_export", "_choose_precision", "_publish_version", "_previous_version",
          "_switch_and_record", "switch model.onnx", "_record_success"]
 
 
@@ -182,3 +182,50 @@ def test_a_promotion_abandoned_by_a_dead_worker_is_failed_by_the_sweep(trained, 
     assert services.jobs_sweep()["promotions_failed"] == 1
     promotion.refresh_from_db()
     assert promotion.status == Promotion.Status.FAILED and "stopped" in promotion.error_message
+
+
+def served_precision(serving_path) -> str:
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    return OnnxPredictor.from_file(serving_path.with_suffix(".onnx")).metadata["precision"]
+
+
+def test_int8_is_served_when_it_passes_its_gate_and_the_run_page_says_so(trained, ml_engineer, serving_path, settings, client):
+    settings.QUANTIZED_MAX_ACCURACY_DROP, settings.QUANTIZED_MIN_AGREEMENT = 0.5, 0.5  # the tiny model: the flow, not the figures
+    run = trained()
+    promotion = services.model_promote(run=run, user=ml_engineer, override_reason="no held-out set in this test")
+    assert (promotion.served_precision, served_precision(serving_path)) == ("int8", "int8")
+    check = promotion.quantization
+    assert check["accepted"] and check["splits"]["validation"]["examples"] > 0 and check["ece_int8"] is not None
+    client.force_login(ml_engineer)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert "serving <strong>int8</strong>" in page and "of the validation set" in page
+
+
+def test_fp32_is_served_when_int8_disagrees_and_the_run_page_says_why(trained, ml_engineer, serving_path, monkeypatch, client):
+    import mlcore.quantize as quantize
+
+    original = quantize.quantize_int8
+
+    def disagreeing(fp32_path, out_path, **kwargs):
+        """An int8 model whose intents are shifted by one: every answer differs from fp32's."""
+        from mlcore.onnx_predictor import OnnxPredictor
+
+        path = original(fp32_path, out_path, **kwargs)
+        labels = OnnxPredictor.from_file(path).labels
+        return quantize.rewrite_metadata(path, labels=labels[1:] + labels[:1])
+
+    monkeypatch.setattr(quantize, "quantize_int8", disagreeing)
+    run = trained()
+    promotion = services.model_promote(run=run, user=ml_engineer, override_reason="no held-out set in this test")
+    assert (promotion.served_precision, served_precision(serving_path)) == ("fp32", "fp32")
+    assert not promotion.quantization["accepted"] and "agrees with fp32's on" in " ".join(promotion.quantization["reasons"])
+    client.force_login(ml_engineer)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert "serving <strong>fp32</strong>" in page and "the int8 model failed its gate" in page
+
+
+def test_quantize_off_serves_fp32(trained, ml_engineer, serving_path, settings):
+    settings.QUANTIZE = False
+    promotion = services.model_promote(run=trained(), user=ml_engineer, override_reason="no held-out set in this test")
+    assert (promotion.served_precision, promotion.quantization, served_precision(serving_path)) == ("fp32", None, "fp32")

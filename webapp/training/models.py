@@ -133,6 +133,9 @@ class Promotion(models.Model):
     override_reason = models.TextField(blank=True, help_text="set when the promotion gate was overridden")
     error_message = models.TextField(blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    # Which ONNX model serving got, and why: the int8 gate's figures (mlcore.quantize.QuantizationCheck).
+    served_precision = models.CharField(max_length=8, blank=True, help_text="fp32 or int8")
+    quantization = models.JSONField(null=True, blank=True, help_text="the int8 gate: accuracy, agreement, ECE, reasons")
 
     class Meta:
         ordering = ["-requested_at", "-id"]

@@ -584,6 +584,7 @@ def _promote(promotion: Promotion) -> None:
         current = promoted_run()
         _apply_gate(promotion, current)
         onnx_path = serving_export(artifact=artifact, folder=Path(folder), run=run)
+        onnx_path = _choose_precision(promotion, onnx_path)
         # Where the request said: the registry records exactly where serving's files went.
         live = ServingFiles.live(promotion.serving_uri)
         version = ServingFiles.for_version(promotion.serving_uri, run.version)
@@ -639,6 +640,39 @@ def serving_export(*, artifact: Path, folder: Path, run: TrainingRun) -> Path:
     if gap > 1e-4:
         raise ValidationError({"artifact": f"Run #{run.pk}'s ONNX export differs from the artifact by {gap:.2e}; it was not promoted."})
     return target
+
+
+def _choose_precision(promotion: Promotion, fp32_path: Path) -> Path:
+    """The int8 copy of the export if it passes its gate on the run's own data, else fp32; the
+    promotion records which, and the gate's figures."""
+    if not settings.QUANTIZE:
+        Promotion.objects.filter(pk=promotion.pk).update(served_precision="fp32", quantization=None)
+        return fp32_path
+    from mlcore.onnx_predictor import OnnxPredictor
+    from mlcore.quantize import check_quantized, quantize_int8, rewrite_metadata
+
+    int8_path = quantize_int8(fp32_path, fp32_path.with_name("model.int8.onnx"))
+    check = check_quantized(
+        OnnxPredictor.from_file(fp32_path), OnnxPredictor.from_file(int8_path), quantization_splits(promotion.run),
+        max_accuracy_drop=settings.QUANTIZED_MAX_ACCURACY_DROP, min_agreement=settings.QUANTIZED_MIN_AGREEMENT,
+    )
+    precision = "int8" if check.accepted else "fp32"
+    if check.accepted:  # keeps fp32's threshold; the temperature refitted on the validation split
+        rewrite_metadata(int8_path, temperature=check.temperature_int8)
+    else:
+        logger.info("run #%s: serving fp32, the int8 model failed its gate: %s", promotion.run_id, "; ".join(check.reasons))
+    Promotion.objects.filter(pk=promotion.pk).update(served_precision=precision, quantization=check.to_dict())
+    return int8_path if check.accepted else fp32_path
+
+
+def quantization_splits(run: TrainingRun) -> dict[str, tuple[list[str], list[str]]]:
+    """The run's validation split (rebuilt as training made it) and its held-out set, as (texts, intents)."""
+    from mlcore.train import prepare_splits
+
+    data = snapshot_to_data(run.snapshot)
+    splits = prepare_splits(data, TrainConfig.from_dict(run.config))
+    return {name: ([e.text for e in examples], [e.intent for e in examples])
+            for name, examples in (("validation", splits.val), ("held-out", splits.test))}
 
 
 class ServingFiles:
@@ -778,7 +812,7 @@ def _atomic_write(target: Path, reader) -> None:
 def storage_copy(source_uri: str, target_uri: str) -> None:
     """Copy one published file to another name, atomically for readers of the target."""
     with _storage_errors("copy to", target_uri):
-        if target_is_s3_uri(uri):
+        if is_s3_uri(target_uri):
             source_bucket, source_key = _split_s3(source_uri)
             bucket, key = _split_s3(target_uri)
             _s3().copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)

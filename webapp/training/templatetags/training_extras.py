@@ -15,3 +15,9 @@ def metric(value):
     if isinstance(value, float):
         return f"{value:.4f}"
     return value
+
+
+@register.filter
+def percent_points(value):
+    """A share as points: 0.003 -> "0.3 points"."""
+    return "-" if value is None else f"{value * 100:.1f} points"
