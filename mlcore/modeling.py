@@ -69,15 +69,9 @@ class IntentClassifier(nn.Module):
 
 
 def build_encoder_from_config(model_config: dict[str, Any]) -> nn.Module:
-    """An encoder with random weights in the architecture the artifact describes (no download).
-
-    BERT models (the default encoder, bert-tiny) get mlcore's own torch forward, which keeps
-    ``transformers`` out of the serving process; other architectures fall back to ``transformers``.
-    """
-    if model_config.get("model_type") == "bert" and model_config.get("position_embedding_type", "absolute") == "absolute":
-        from mlcore.encoder import BertEncoder
-
-        return BertEncoder(model_config)
+    """An encoder with random weights in the architecture the artifact describes (no download),
+    built by ``transformers``: the torch backend runs in the training worker, which imports it
+    anyway (serving runs the ONNX export and imports neither torch nor ``transformers``)."""
     from transformers import AutoConfig, AutoModel
 
     config = dict(model_config)
