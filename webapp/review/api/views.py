@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAuthenticated
@@ -26,49 +26,47 @@ class RequestTooLarge(APIException):
     default_code = "request_too_large"
 
 
-class ReviewItemIngestView(APIView):
-    """Where the serving app posts low-confidence predictions (REVIEW_SINK=http)."""
+def _ingest_schema(request, receipt, duplicate: str):
+    return extend_schema(request=request, responses={
+        201: receipt,
+        200: OpenApiResponse(receipt, description=duplicate),
+        413: OpenApiResponse(ErrorDetailSerializer, description="The body is larger than REVIEW_MAX_BODY_BYTES."),
+        415: OpenApiResponse(ErrorDetailSerializer, description="The body is not application/json."),
+    })
+
+
+class _ServingIngestView(APIView):
+    """What the serving app posts (REVIEW_SINK=http): stored once per id, 201 the first time, 200 after."""
 
     permission_classes = [CanReportReviewItems]
     parser_classes = [JSONParser]  # what the serving app sends; a form body could not hold the distribution
 
-    @extend_schema(
-        request=ReviewEventSerializer,
-        responses={
-            201: ReviewItemReceiptSerializer,
-            200: OpenApiResponse(ReviewItemReceiptSerializer, description="An item with this prediction id was already stored."),
-            413: OpenApiResponse(ErrorDetailSerializer, description="The body is larger than REVIEW_MAX_BODY_BYTES."),
-            415: OpenApiResponse(ErrorDetailSerializer, description="The body is not application/json."),
-        },
-    )
+    def ingest(self, data) -> tuple[dict, bool]:
+        raise NotImplementedError
+
     def post(self, request):
         _refuse_large_bodies(request)
         # A ValidationError becomes 400 with the field messages (the API's exception handler).
-        item, created = services.review_item_ingest(event=request.data)
-        body = {"id": item.pk, "prediction_id": str(item.prediction_id), "status": item.status, "created": created}
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        body, created = self.ingest(request.data)
+        return Response({**body, "created": created}, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class TrafficReportIngestView(APIView):
-    """Where the serving app posts its prediction counts (REVIEW_SINK=http; the Traffic page)."""
+@extend_schema_view(post=_ingest_schema(ReviewEventSerializer, ReviewItemReceiptSerializer, "An item with this prediction id was already stored."))
+class ReviewItemIngestView(_ServingIngestView):
+    """Where the serving app posts unsure predictions and audit samples."""
 
-    permission_classes = [CanReportReviewItems]
-    parser_classes = [JSONParser]
+    def ingest(self, data) -> tuple[dict, bool]:
+        item, created = services.review_item_ingest(event=data)
+        return {"id": item.pk, "prediction_id": str(item.prediction_id), "status": item.status}, created
 
-    @extend_schema(
-        request=TrafficReportSerializer,
-        responses={
-            201: TrafficReportReceiptSerializer,
-            200: OpenApiResponse(TrafficReportReceiptSerializer, description="A report with this id was already stored."),
-            413: OpenApiResponse(ErrorDetailSerializer, description="The body is larger than REVIEW_MAX_BODY_BYTES."),
-            415: OpenApiResponse(ErrorDetailSerializer, description="The body is not application/json."),
-        },
-    )
-    def post(self, request):
-        _refuse_large_bodies(request)
-        report, created = services.traffic_report_ingest(report=request.data)
-        body = {"id": report.pk, "report_id": str(report.report_id), "created": created}
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+@extend_schema_view(post=_ingest_schema(TrafficReportSerializer, TrafficReportReceiptSerializer, "A report with this id was already stored."))
+class TrafficReportIngestView(_ServingIngestView):
+    """Where the serving app posts its prediction counts (the Traffic page)."""
+
+    def ingest(self, data) -> tuple[dict, bool]:
+        report, created = services.traffic_report_ingest(report=data)
+        return {"id": report.pk, "report_id": str(report.report_id)}, created
 
 
 def _refuse_large_bodies(request) -> None:
