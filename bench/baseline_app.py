@@ -1,7 +1,7 @@
 """A serving handler built the usual way: transformers loads the model, pipeline() answers.
 
 Same FastAPI + Mangum shape as lambda/app.py, for the cold-start and latency comparison.
-Reads BASELINE_MODEL_DIR (a directory written by bench/hf_baseline.py).
+Reads BASELINE_MODEL_DIR (a directory written by bench/hf_baseline.py), or BASELINE_MODEL_S3.
 """
 
 import os
@@ -16,7 +16,23 @@ from pydantic import BaseModel  # noqa: E402
 
 from bench.hf_baseline import load_pipeline  # noqa: E402
 
-classifier = load_pipeline(os.environ["BASELINE_MODEL_DIR"])
+def model_directory() -> str:
+    """BASELINE_MODEL_DIR, or the files under BASELINE_MODEL_S3 (s3://bucket/prefix/) fetched to /tmp
+    first, as a Lambda function would fetch them at cold start."""
+    if "BASELINE_MODEL_S3" not in os.environ:
+        return os.environ["BASELINE_MODEL_DIR"]
+    import tempfile
+
+    import boto3
+
+    bucket, _, prefix = os.environ["BASELINE_MODEL_S3"][len("s3://"):].partition("/")
+    s3, target = boto3.client("s3"), Path(tempfile.mkdtemp(prefix="baseline-model-"))
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        s3.download_file(bucket, item["Key"], str(target / Path(item["Key"]).name))
+    return str(target)
+
+
+classifier = load_pipeline(model_directory())
 app = FastAPI()
 
 

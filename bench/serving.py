@@ -1,10 +1,13 @@
-"""Serving benchmarks: warm latency, cold start, memory, sizes, and throughput under load.
+"""Serving benchmarks: int8 against fp32 (accuracy, warm latency, cold start from S3, bytes fetched,
+throughput under load), beside the transformers baseline, all in one run.
 
     python bench/serving.py [--model var/models/clinc_full.pt] [--iterations 300] [--load-seconds 10]
 
 The model is the default encoder fine-tuned on CLINC150 (section 1 of BENCHMARKS.md). Ours is
-lambda/app.py serving its ONNX export through the Mangum handler with API Gateway v2 events;
-the baselines serve the same weights with transformers (pipeline("text-classification")).
+lambda/app.py serving its ONNX export (int8 as promotion makes it, and fp32) through the Mangum
+handler with API Gateway v2 events; the baseline serves the same weights with transformers
+(from_pretrained + pipeline("text-classification")). Every cold start reads its model from S3
+(moto's server on 127.0.0.1), as a Lambda function does at init.
 """
 
 from __future__ import annotations
@@ -118,9 +121,58 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(120):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.25)
+    raise SystemExit("moto server did not start")
+
+
+def uvicorn_throughput(env: dict, seconds: float, concurrency: int) -> dict:
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("uvicorn")), "--app-dir", str(ROOT / "lambda"), "app:app",
+                               "--port", str(port), "--log-level", "warning"], env={**os.environ, **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.25)
+        return asyncio.run(load(f"http://127.0.0.1:{port}/classify", seconds, concurrency))
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def accuracy_of_both(fp32_path: Path, int8_path: Path, data_path: Path) -> dict:
+    """fp32 and int8 on CLINC150's test split (in-scope accuracy, out-of-scope AUROC, ECE after
+    calibration), int8 with the temperature promotion would refit on the validation split."""
+    from mlcore.data import load_labeled_data
+    from mlcore.onnx_predictor import OnnxPredictor
+    from mlcore.quantize import check_quantized
+    from mlcore.scoring import evaluate_predictor
+
+    data = load_labeled_data(data_path)
+    fp32, int8 = OnnxPredictor.from_file(fp32_path), OnnxPredictor.from_file(int8_path)
+    check = check_quantized(fp32, int8, {"validation": ([e.text for e in data.val], [e.intent for e in data.val]),
+                                         "test": ([e.text for e in data.test], [e.intent for e in data.test])})
+    int8.temperature = check.temperature_int8
+    reports = {name: evaluate_predictor(predictor, data.test, data.oos_test) for name, predictor in (("fp32", fp32), ("int8", int8))}
+    return {"check": check.to_dict(), **{name: {k: r.get(k) for k in ("accuracy", "oos_auroc", "ece", "oos_recall")} for name, r in reports.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/clinc150/data_full.json"), help="scores fp32 and int8 on its test split")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--load-seconds", type=float, default=10.0)
@@ -131,88 +183,119 @@ def main() -> None:
 
     from bench.hf_baseline import export_hf_directory
     from mlcore.onnx_export import export_onnx
+    from mlcore.quantize import quantize_int8
 
-    onnx_path = export_onnx(args.model, work / "model.onnx")
+    fp32_path = export_onnx(args.model, work / "model.onnx")
+    int8_path = quantize_int8(fp32_path, work / "model.int8.onnx")
     hf_dir = work / "hf-model"
     shutil.rmtree(hf_dir, ignore_errors=True)
     export_hf_directory(args.model, hf_dir)
     print(header("Serving"))
+    accuracy = accuracy_of_both(fp32_path, int8_path, Path(args.data)) if Path(args.data).exists() else None
 
-    # Cold starts first, each in fresh processes, before this process warms any cache of its own.
-    ours_env = {"MODEL_URI": str(onnx_path), "LOG_LEVEL": "WARNING"}
-    cold_ours = cold_start("app", ours_env, args.cold_runs)
-    cold_base = cold_start("baseline_app", {"BASELINE_MODEL_DIR": str(hf_dir)}, args.cold_runs)
+    # Cold starts first, each in fresh processes, every model read from S3 (moto's server on
+    # 127.0.0.1) as a Lambda function reads it at init: the same bucket for ours and the baseline.
+    moto, endpoint = start_moto()
+    try:
+        import boto3
 
-    # Warm latency, one short utterance, all in this process.
-    os.environ.update(ours_env)
+        s3_env = {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                  "AWS_DEFAULT_REGION": "us-east-1", "LOG_LEVEL": "WARNING"}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+        s3.create_bucket(Bucket="models")
+        s3.upload_file(str(fp32_path), "models", "fp32/model.onnx")
+        s3.upload_file(str(int8_path), "models", "int8/model.onnx")
+        for file in hf_dir.iterdir():
+            s3.upload_file(str(file), "models", f"hf/{file.name}")
+        fetched = {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size,
+                   "baseline": sum(f.stat().st_size for f in hf_dir.iterdir())}
+        cold = {
+            "int8": cold_start("app", {**s3_env, "MODEL_URI": "s3://models/int8/model.onnx"}, args.cold_runs),
+            "fp32": cold_start("app", {**s3_env, "MODEL_URI": "s3://models/fp32/model.onnx"}, args.cold_runs),
+            "baseline": cold_start("baseline_app", {**s3_env, "BASELINE_MODEL_S3": "s3://models/hf/"}, args.cold_runs),
+        }
+    finally:
+        moto.terminate()
+        moto.wait()
+
+    # Warm latency, one short utterance, in this process. The bare fp32 call first and alone (a
+    # second onnxruntime session would add a second thread pool spinning on the same cores), then
+    # the int8 app: its handler and its bare call, interleaved.
     import logging
 
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    fp32_predictor = OnnxPredictor.from_file(fp32_path)
+    [bare_fp32] = timed(lambda: fp32_predictor.probabilities([TEXT]), iterations=args.iterations)
+    del fp32_predictor
+    os.environ.update({"MODEL_URI": str(int8_path), "LOG_LEVEL": "WARNING"})
     import app
     from events import FakeContext, http_api_v2
-    logging.getLogger("serving.request").setLevel(logging.WARNING)
-    event = http_api_v2("POST", "/classify", {"text": TEXT})
-    # The very predictor the app holds: a second onnxruntime session would add a second thread
-    # pool spinning on the same two cores.
-    bare_predictor = app.store.get().predictor
-    # Ours and the bare call interleaved; the torch pipeline apart, since torch's OpenMP threads
-    # keep spinning after each call and would slow whatever runs next.
-    # The same app with POST /classify left to the FastAPI route (no fast path), for what that path buys.
     from mangum import Mangum
 
+    logging.getLogger("serving.request").setLevel(logging.WARNING)
+    event = http_api_v2("POST", "/classify", {"text": TEXT})
+    bare_predictor = app.store.get().predictor
     routed = Mangum(app.create_app(app.settings, app.store, fast_path=False), lifespan="off")
-    handler, bare, route_only = timed(lambda: app.handler(event, FakeContext()), lambda: bare_predictor.probabilities([TEXT]),
-                                      lambda: routed(event, FakeContext()), iterations=args.iterations)
+    handler, bare_int8, route_only = timed(lambda: app.handler(event, FakeContext()), lambda: bare_predictor.probabilities([TEXT]),
+                                           lambda: routed(event, FakeContext()), iterations=args.iterations)
     from bench.hf_baseline import load_pipeline
 
     pipe = load_pipeline(hf_dir)
     [pipeline_latency] = timed(lambda: pipe(TEXT), iterations=args.iterations)
 
-    # Throughput under concurrent load, uvicorn on 127.0.0.1, bounded in time.
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("uvicorn")), "--app-dir", str(ROOT / "lambda"), "app:app",
-                               "--port", str(port), "--log-level", "warning"], env={**os.environ, **ours_env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(120):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.25)
-        throughput = asyncio.run(load(f"http://127.0.0.1:{port}/classify", args.load_seconds, args.concurrency))
-    finally:
-        server.terminate()
-        server.wait()
+    # Throughput under concurrent load, uvicorn on 127.0.0.1, bounded in time: int8, then fp32.
+    throughput = {name: uvicorn_throughput({"MODEL_URI": str(path), "LOG_LEVEL": "WARNING"}, args.load_seconds, args.concurrency)
+                  for name, path in (("int8", int8_path), ("fp32", fp32_path))}
+    report(args, accuracy, cold, fetched, {"handler": handler, "bare_int8": bare_int8, "bare_fp32": bare_fp32,
+                                           "route_only": route_only, "pipeline": pipeline_latency}, throughput, fp32_path, int8_path)
 
+
+def report(args, accuracy, cold, fetched, latency, throughput, fp32_path, int8_path) -> None:
     import torch
     import transformers
 
-    sizes = {
-        "artifact_mb": Path(args.model).stat().st_size / 2**20,
-        "onnx_mb": onnx_path.stat().st_size / 2**20,
-        "serving_install_mb": install_size(ROOT / "lambda" / "requirements.txt"),
-        "torch_mb": folder_mb(Path(torch.__file__).parent),
-        "transformers_mb": folder_mb(Path(transformers.__file__).parent),
-    }
+    if accuracy:
+        print("| CLINC150 test split | fp32 | int8 |\n| --- | --- | --- |")
+        for key, name in (("accuracy", "in-scope accuracy"), ("oos_auroc", "out-of-scope AUROC"), ("ece", "ECE after calibration"),
+                          ("oos_recall", "out-of-scope recall at the threshold")):
+            print(f"| {name} | {accuracy['fp32'][key]:.4f} | {accuracy['int8'][key]:.4f} |")
+        agreement = {name: split["agreement"] for name, split in accuracy["check"]["splits"].items()}
+        print(f"\nint8 top-1 agreement with fp32: {agreement}; the promotion gate would "
+              f"{'accept' if accuracy['check']['accepted'] else 'refuse'} it ({'; '.join(accuracy['check']['reasons']) or 'no reason against'}).\n")
     print("| warm latency, one short utterance | p50 (ms) | p95 (ms) | p99 (ms) |\n| --- | --- | --- | --- |")
-    for name, figures in (("ours: Mangum handler, API Gateway v2 event", handler), ("bare model call (tokenize, forward, softmax)", bare),
-                          ("ours without the fast path (the FastAPI route answers)", route_only),
-                          ("baseline: transformers pipeline()", pipeline_latency)):
+    for key, name in (("handler", "ours: Mangum handler (int8), API Gateway v2 event"), ("bare_int8", "bare int8 call (tokenize, forward, softmax)"),
+                      ("bare_fp32", "bare fp32 call"), ("route_only", "ours (int8) without the fast path"),
+                      ("pipeline", "baseline: transformers pipeline()")):
+        figures = latency[key]
         print(f"| {name} | {figures['p50']:.2f} | {figures['p95']:.2f} | {figures['p99']:.2f} |")
-    print(f"\nhandler p50 / bare p50 = {handler['p50'] / bare['p50']:.2f} "
-          f"(without the fast path: {route_only['p50'] / bare['p50']:.2f})\n")
-    print("| cold start, fresh process to first response | median (s) | best (s) | peak RSS (MB) | imports torch | imports transformers |\n| --- | --- | --- | --- | --- | --- |")
-    for name, figures in (("ours (lambda/app.py, ONNX)", cold_ours), ("baseline (transformers from_pretrained + pipeline)", cold_base)):
-        print(f"| {name} | {figures['median_s']:.2f} | {figures['min_s']:.2f} | {figures['maxrss_mb']:.0f} | {figures['torch']} | {figures['transformers']} |")
-    print(f"\nbaseline / ours (median) = {cold_base['median_s'] / cold_ours['median_s']:.1f}x\n")
-    print(f"throughput (uvicorn, 1 process, {args.concurrency} concurrent clients, {args.load_seconds:.0f} s): "
-          f"{throughput['requests_per_s']:.1f} requests/s, p50 {throughput['p50']:.1f} ms, p95 {throughput['p95']:.1f} ms, "
-          f"p99 {throughput['p99']:.1f} ms, {throughput['errors']} errors\n")
+    p50 = {key: figures["p50"] for key, figures in latency.items()}
+    print(f"\nbare int8 / bare fp32 = {p50['bare_int8'] / p50['bare_fp32']:.2f}; handler / bare int8 = {p50['handler'] / p50['bare_int8']:.2f} "
+          f"(without the fast path: {p50['route_only'] / p50['bare_int8']:.2f})\n")
+    print("| cold start from S3, fresh process to first response | median (s) | best (s) | model bytes fetched (MB) | peak RSS (MB) "
+          "| imports torch | imports transformers |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for key, name in (("int8", "ours, int8 ONNX"), ("fp32", "ours, fp32 ONNX (before this change)"),
+                      ("baseline", "baseline: transformers from_pretrained + pipeline")):
+        figures = cold[key]
+        print(f"| {name} | {figures['median_s']:.2f} | {figures['min_s']:.2f} | {fetched[key] / 2**20:.1f} | {figures['maxrss_mb']:.0f} "
+              f"| {figures['torch']} | {figures['transformers']} |")
+    print(f"\nbaseline / int8 = {cold['baseline']['median_s'] / cold['int8']['median_s']:.1f}x; "
+          f"int8 / fp32 = {cold['int8']['median_s'] / cold['fp32']['median_s']:.2f}\n")
+    print(f"| throughput (uvicorn, 1 process, {args.concurrency} clients, {args.load_seconds:.0f} s) | requests/s | p50 (ms) | p99 (ms) | errors |"
+          "\n| --- | --- | --- | --- | --- |")
+    for name, figures in throughput.items():
+        print(f"| {name} | {figures['requests_per_s']:.1f} | {figures['p50']:.1f} | {figures['p99']:.1f} | {figures['errors']} |")
+    print(f"\nint8 / fp32 throughput = {throughput['int8']['requests_per_s'] / throughput['fp32']['requests_per_s']:.2f}\n")
+    sizes = {
+        "artifact_mb": Path(args.model).stat().st_size / 2**20, "onnx_fp32_mb": fp32_path.stat().st_size / 2**20,
+        "onnx_int8_mb": int8_path.stat().st_size / 2**20, "serving_install_mb": install_size(ROOT / "lambda" / "requirements.txt"),
+        "torch_mb": folder_mb(Path(torch.__file__).parent), "transformers_mb": folder_mb(Path(transformers.__file__).parent),
+    }
     print("| size | MB |\n| --- | --- |")
     for name, value in sizes.items():
         print(f"| {name} | {value:.1f} |" if value is not None else f"| {name} | (pip failed) |")
-    print(json.dumps({"handler": handler, "bare": bare, "route_only": route_only, "pipeline": pipeline_latency, "cold_ours": cold_ours,
-                      "cold_baseline": cold_base, "throughput": throughput, "sizes": sizes}), file=sys.stderr)
+    print(json.dumps({"accuracy": accuracy, "latency": latency, "cold": cold, "fetched": fetched, "throughput": throughput, "sizes": sizes}),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

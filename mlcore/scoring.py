@@ -9,10 +9,10 @@ import numpy as np
 from mlcore.data import OOS_LABEL, Example
 from mlcore.errors import DataError
 from mlcore.evaluate import report_from_logits
-from mlcore.predictor import Predictor
+from mlcore.prediction import PredictorBase
 
 
-def evaluate_predictor(predictor: Predictor, examples: Sequence[Example], oos_examples: Sequence[Example] = ()) -> dict:
+def evaluate_predictor(predictor: PredictorBase, examples: Sequence[Example], oos_examples: Sequence[Example] = ()) -> dict:
     """Metrics of ``predictor`` on in-scope ``examples`` and out-of-scope ``oos_examples``.
 
     Examples whose intent the model does not know cannot be scored: they are counted, not guessed.
