@@ -41,7 +41,7 @@ from mlcore.review_strategy import STRATEGIES, needs_review, review_order, top_t
 from mlcore.train import train  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "var" / "bench" / "learning_loop.jsonl"
-PLOT = REPO_ROOT / "docs" / "learning_loop_clinc150.png"
+PLOT = REPO_ROOT / "learning_loop_clinc150.png"  # beside BENCHMARKS.md
 ALL_STRATEGIES = ("random", *STRATEGIES)
 
 
@@ -146,8 +146,7 @@ def main() -> None:
 
         data = select_intents(data, data.intents[: args.intents])
     if args.stability:
-        stability(data, args.stability, args.seeds[0], write, {(r["seed"], r["strategy"], r["labels"]) for r in read(results)
-                                                              if r.get("data") == args.name})
+        stability(data, args.stability, args.seeds[0], write, [r for r in read(results) if r.get("data") == args.name])
         return
     budget = args.round_per_intent * len(data.intents)
     print(header("The learning loop"), flush=True)
@@ -168,15 +167,21 @@ def main() -> None:
     report(results, args.name)
 
 
-def stability(data: LabeledData, sizes: list[int], seed: int, write, done: set) -> None:
+def stability(data: LabeledData, sizes: list[int], seed: int, write, records: list[dict]) -> None:
     """Test accuracy must not fall as labels grow: K per intent from one seed's shuffle, so each set
-    holds the smaller ones."""
+    holds the smaller ones. The loop's first model of the same seed is the same training (the same
+    labels, the same seed), so it is not trained again."""
     print(header("Recipe stability"), flush=True)
+    done = {(r["seed"], r["strategy"], r["labels"]): r for r in records}
     for per_intent in sorted(sizes):
         labeled, _ = seed_split(data, per_intent, seed)
         if (seed, "stability", len(labeled)) in done:
             continue
-        _, record = retrain(data, labeled, seed)
+        first_model = done.get((seed, "seed", len(labeled)))
+        if first_model is not None:
+            record = {k: v for k, v in first_model.items() if k not in ("strategy", "data")}
+        else:
+            _, record = retrain(data, labeled, seed)
         write({**record, "seed": seed, "strategy": "stability", "round": 0, "per_intent": per_intent})
 
 
