@@ -226,11 +226,15 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         router.submit(review)  # bounded by REVIEW_TIMEOUT_MS; never raises
         return results
 
-    def log_request(results: list[dict], texts: list[str], started_at: float) -> None:
+    cold = {"start": True}  # the first request this process answers pays the cold start
+
+    def log_request(results: list[dict], texts: list[str], started_at: float, scope: dict) -> None:
+        cold_start, cold["start"] = cold["start"], False
         if not logger.isEnabledFor(logging.INFO):
             return
         record = {
-            "event": "classify", "latency_ms": round((time.perf_counter() - started_at) * 1000, 2),
+            "event": "classify", "request_id": request_id(scope), "cold_start": cold_start,
+            "latency_ms": round((time.perf_counter() - started_at) * 1000, 2),
             "model_version": results[0]["model_version"] if results else None,
             "predictions": [
                 {"prediction_id": r["prediction_id"], "intent": r["intent"], "confidence": round(r["confidence"], 6),
@@ -240,9 +244,9 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
         }
         logger.info(json.dumps(record))
 
-    def classify_one(text: str, started_at: float) -> bytes:
+    def classify_one(text: str, started_at: float, scope: dict) -> bytes:
         results = classify_texts([text])
-        log_request(results, [text], started_at)
+        log_request(results, [text], started_at, scope)
         return orjson.dumps(results[0])
 
     # The response models document the API (OpenAPI); the handlers return ready JSON responses.
@@ -250,13 +254,14 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
     # pool and back for every request, which costs more than the model call itself. Lambda sends
     # one request at a time to a container; under uvicorn, run one worker process per core.
     @app.post("/classify", response_model=Classification, dependencies=guarded, responses={**refused, **bad_input, **no_model})
-    async def classify(body: ClassifyRequest) -> Response:
-        return Response(classify_one(body.text, time.perf_counter()), media_type="application/json")
+    async def classify(body: ClassifyRequest, request: Request) -> Response:
+        return Response(classify_one(body.text, time.perf_counter(), request.scope), media_type="application/json")
 
-    def answer_classify(body: bytes, headers) -> bytes | None:
+    def answer_classify(body: bytes, scope: dict) -> bytes | None:
         """POST /classify on the fast path; None leaves the request to the route above, which
         answers the same way or with the error (401, 422, 503) that FastAPI would give."""
         started_at = time.perf_counter()
+        headers = scope["headers"]
         # Decoded as Starlette decodes headers, so both paths accept exactly the same keys.
         supplied = header(headers, b"x-api-key")
         if not authorized(None if supplied is None else supplied.decode("latin-1")):
@@ -267,16 +272,16 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
             text = ClassifyRequest.model_validate_json(body).text
         except ValidationError:
             return None
-        return classify_one(text, started_at)
+        return classify_one(text, started_at, scope)
 
     if fast_path:
         app.add_middleware(FastPath, path="/classify", answer=answer_classify)
 
     @app.post("/classify/batch", response_model=BatchClassification, dependencies=guarded, responses={**refused, **bad_input, **no_model})
-    async def classify_batch(body: BatchRequest) -> JSONResponse:
+    async def classify_batch(body: BatchRequest, request: Request) -> JSONResponse:
         started_at = time.perf_counter()
         results = classify_texts(body.texts)
-        log_request(results, body.texts, started_at)
+        log_request(results, body.texts, started_at, request.scope)
         return json_response({"results": results})
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": "No model is loaded; `error` says why."}})
@@ -318,6 +323,15 @@ NO_TELEMETRY = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
 )
+
+
+def request_id(scope: dict) -> str | None:
+    """Lambda's request id (Mangum puts the invocation's context in the scope), or a caller's x-request-id."""
+    context = scope.get("aws.context")
+    if context is not None and getattr(context, "aws_request_id", None):
+        return context.aws_request_id
+    supplied = header(scope.get("headers", []), b"x-request-id")
+    return supplied.decode("latin-1")[:200] if supplied else None
 
 
 def json_response(content: dict) -> Response:

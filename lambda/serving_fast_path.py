@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# (the request body, the request's headers) -> the JSON answer, or None for "let the app answer".
-Answer = Callable[[bytes, Sequence[tuple[bytes, bytes]]], bytes | None]
+# (the request body, the request's ASGI scope) -> the JSON answer, or None for "let the app answer".
+Answer = Callable[[bytes, Scope], bytes | None]
 
 
 class FastPath:
@@ -37,7 +37,7 @@ class FastPath:
         body = await read_body(receive)
         if body is None:
             return  # the client left before sending the whole body: nobody to answer
-        payload = self.answer(body, scope["headers"])
+        payload = self.answer(body, scope)
         if payload is None:
             await self.app(scope, replay(body, receive), send)
             return
