@@ -30,6 +30,12 @@ class FastPath:
         self.path = path
         self.answer = answer
 
+    def __getattr__(self, name: str):
+        """The wrapped app's attributes (its routes, state, OpenAPI schema), as if it were the app."""
+        if name in ("app", "path", "answer") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.app, name)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != self.path:
             await self.app(scope, receive, send)
@@ -44,6 +50,29 @@ class FastPath:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": payload})
+
+
+class LazyApp:
+    """An ASGI app built by ``build`` on its first request (or first attribute read): what it
+    imports is not paid for by a process that never needs it."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+
+    @property
+    def built(self) -> ASGIApp:
+        if self._app is None:
+            self._app = self._build()
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.built(scope, receive, send)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.built, name)
 
 
 def route_path(scope: Scope) -> str:

@@ -1,0 +1,172 @@
+"""What answering a classify request needs, and nothing of FastAPI: the text rule, the request
+models (pydantic, which the settings import anyway), authorization, the model call, review routing,
+the log line, and the fast path's answer.
+
+FastAPI (the routes, the OpenAPI schema, the error pages: lambda/app.py) is built on this, and only
+when a request first needs it: importing FastAPI costs about 0.3 s, more than half of the app's
+imports, and a cold Lambda container's first ordinary request never needs it
+(tests/serving/test_cold_start.py holds that).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Annotated
+
+import orjson
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from mlcore.prediction import ranked_distribution
+from serving_config import ServingSettings
+from serving_fast_path import header, is_json
+from serving_model import ModelStore
+from serving_review import ReviewRouter
+
+logger = logging.getLogger("serving.request")
+
+# What a text must hold besides whitespace: something other than control characters (NUL, ESC, DEL...),
+# which the tokenizer drops. Python's re and JSON Schema's (ECMA-262) regexes read this class alike, but
+# for a few rare spaces (ECMA's \s also holds U+FEFF).
+PRINTABLE = r"[^\s\x00-\x1f\x7f-\x9f]"
+NOTHING_BUT_CONTROLS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]*")
+# A str decoded from JSON holds a surrogate code point only if the JSON escaped an unpaired one
+# ("\ud800"): not Unicode text, and the tokenizer cannot take it.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class ServingCore:
+    def __init__(self, settings: ServingSettings, store: ModelStore, router: ReviewRouter) -> None:
+        self.settings, self.store, self.router = settings, store, router
+        self.started = time.monotonic()
+        self.cold_start = True  # the first request this process answers pays the cold start
+        self.ClassifyRequest, self.BatchRequest = self._request_models()
+
+    def check_text(self, text: str) -> str:
+        """The one text check of both routes and the fast path."""
+        max_chars = self.settings.max_text_chars
+        if not text.strip():
+            raise ValueError("text must not be empty or whitespace only")
+        if len(text) > max_chars:
+            raise ValueError(f"text has {len(text)} characters; at most {max_chars} are allowed")
+        if NOTHING_BUT_CONTROLS.fullmatch(text):
+            raise ValueError("text holds nothing but control characters and whitespace")
+        if surrogate := LONE_SURROGATE.search(text):
+            raise ValueError(f"text is not valid Unicode: a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start()}")
+        return text
+
+    def _request_models(self):
+        check_text, max_chars, max_batch = self.check_text, self.settings.max_text_chars, self.settings.max_batch_size
+        # The limits are checked by check_text, with its messages; the schema states them (json_schema_extra).
+        text_limits = {"minLength": 1, "maxLength": max_chars, "pattern": PRINTABLE}
+        Text = Annotated[str, Field(json_schema_extra=text_limits)]
+
+        class ClassifyRequest(BaseModel):
+            text: Annotated[Text, Field(description=f"The utterance, 1 to {max_chars} characters, not blank.")]
+
+            _check = field_validator("text")(lambda cls, value: check_text(value))
+
+        class BatchRequest(BaseModel):
+            texts: Annotated[list[Text], Field(description=f"1 to {max_batch} utterances.", json_schema_extra={"minItems": 1, "maxItems": max_batch})]
+
+            @field_validator("texts")
+            @classmethod
+            def check_texts(cls, texts: list[str]) -> list[str]:
+                if not texts:
+                    raise ValueError("texts must hold at least one text")
+                if len(texts) > max_batch:
+                    raise ValueError(f"texts holds {len(texts)} items; at most {max_batch} are allowed per request")
+                for index, text in enumerate(texts):
+                    try:
+                        check_text(text)
+                    except ValueError as exc:
+                        raise ValueError(f"texts[{index}]: {exc}") from None
+                return texts
+
+        return ClassifyRequest, BatchRequest
+
+    def authorized(self, supplied: str | None) -> bool:
+        """The one authorization rule of the routes and the fast path: with API_KEYS set, the
+        x-api-key header must hold one of them (compared with every key in constant time, so
+        timing reveals nothing about them)."""
+        if not self.settings.api_keys:
+            return True
+        matches = [hmac.compare_digest((supplied or "").encode(), key.encode()) for key in self.settings.api_keys]
+        return any(matches)
+
+    def threshold(self, predictor) -> float:
+        return self.settings.confidence_threshold if self.settings.confidence_threshold is not None else predictor.threshold
+
+    def classify_texts(self, predictor, texts: list[str]) -> list[dict]:
+        """Plain dicts, serialised once: building and re-validating a pydantic model per intent
+        of every answer would cost more than the model call on the serving path."""
+        threshold, router = self.threshold(predictor), self.router
+        results, review = [], []
+        for text, row in zip(texts, predictor.probabilities(texts)):
+            distribution = ranked_distribution(row, predictor.labels)
+            confidence = distribution[0]["probability"]
+            result = {
+                "intent": distribution[0]["intent"], "confidence": confidence, "distribution": distribution,
+                "low_confidence": confidence < threshold, "threshold": threshold, "model_version": predictor.version,
+                "prediction_id": str(uuid.uuid4()),
+            }
+            results.append(result)
+            second = distribution[1]["probability"] if len(distribution) > 1 else 0.0
+            reason = router.review_reason(confidence=confidence, second=second, threshold=threshold, model_version=predictor.version)
+            if reason is not None:
+                review.append(router.event(prediction_id=result["prediction_id"], text=text, distribution=distribution,
+                                           model_version=predictor.version, threshold=threshold, reason=reason))
+        router.submit(review)  # bounded by REVIEW_TIMEOUT_MS; never raises
+        return results
+
+    def log_request(self, results: list[dict], texts: list[str], started_at: float, scope: dict) -> None:
+        cold_start, self.cold_start = self.cold_start, False
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        record = {
+            "event": "classify", "request_id": request_id(scope), "cold_start": cold_start,
+            "latency_ms": round((time.perf_counter() - started_at) * 1000, 2),
+            "model_version": results[0]["model_version"] if results else None,
+            "predictions": [
+                {"prediction_id": r["prediction_id"], "intent": r["intent"], "confidence": round(r["confidence"], 6),
+                 "low_confidence": r["low_confidence"], **({"text": t} if self.settings.log_text else {})}
+                for r, t in zip(results, texts)
+            ],
+        }
+        logger.info(json.dumps(record))
+
+    def classify_one(self, predictor, text: str, started_at: float, scope: dict) -> bytes:
+        results = self.classify_texts(predictor, [text])
+        self.log_request(results, [text], started_at, scope)
+        return orjson.dumps(results[0])
+
+    def answer_classify(self, body: bytes, scope: dict) -> bytes | None:
+        """POST /classify on the fast path; None leaves the request to the route, which answers
+        the same way or with the error (401, 422, 503) that FastAPI would give."""
+        started_at = time.perf_counter()
+        headers = scope["headers"]
+        # Decoded as Starlette decodes headers, so both paths accept exactly the same keys.
+        supplied = header(headers, b"x-api-key")
+        if not self.authorized(None if supplied is None else supplied.decode("latin-1")):
+            return None
+        if self.store.current is None or not is_json(header(headers, b"content-type")):
+            return None  # with no model loaded yet, the route tries to load it, or says why not
+        try:
+            text = self.ClassifyRequest.model_validate_json(body).text
+        except ValidationError:
+            return None
+        # get(), not current: it also starts the background check for a newer model when one is due.
+        return self.classify_one(self.store.get().predictor, text, started_at, scope)
+
+
+def request_id(scope: dict) -> str | None:
+    """Lambda's request id (Mangum puts the invocation's context in the scope), or a caller's x-request-id."""
+    context = scope.get("aws.context")
+    if context is not None and getattr(context, "aws_request_id", None):
+        return context.aws_request_id
+    supplied = header(scope.get("headers", []), b"x-request-id")
+    return supplied.decode("latin-1")[:200] if supplied else None
