@@ -85,8 +85,10 @@ def test_oos_as_a_class_adds_the_label(tiny_config, demo_data):
     assert "oos" in result.labels and result.metrics["training"]["intent_counts"]["oos"] >= 5
 
 
-def test_loading_a_bert_artifact_imports_neither_datasets_nor_transformers(tiny_artifact):
+def test_the_torch_backend_never_imports_the_training_stack(tiny_artifact):
+    """It builds the encoder with transformers (only the worker and the CLI use it; serving runs the
+    ONNX export and imports neither, tests/serving/test_cold_start.py), but never datasets or the Trainer."""
     code = ("import sys, mlcore.predictor as p; p.Predictor.from_file(sys.argv[1]).predict(['hi']); "
-            "print('datasets' in sys.modules, 'transformers' in sys.modules)")
+            "print('datasets' in sys.modules, 'transformers.trainer' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, tiny_artifact], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
