@@ -208,8 +208,8 @@ if REVIEW_DRAIN_MINUTES < 1:
     raise ImproperlyConfigured(f"REVIEW_DRAIN_MINUTES must be at least 1, got {REVIEW_DRAIN_MINUTES}.")
 
 # The order of the review queue, which decides what the next run learns when reviewers label only
-# its first items: "balanced" (the default, chosen by bench/learning_loop.py: the least confident
-# item of each predicted intent in turn), "confidence" (lowest confidence first, the original rule)
+# its first items: "confidence" (lowest confidence first: the default, the best order measured by
+# bench/learning_loop.py), "balanced" (the least confident item of each predicted intent in turn)
 # or "margin" (smallest gap between the top two intents first). See mlcore/review_strategy.py.
 REVIEW_STRATEGY = env.str("REVIEW_STRATEGY", default=DEFAULT_STRATEGY)
 if REVIEW_STRATEGY not in STRATEGIES:
