@@ -129,7 +129,7 @@ def main() -> None:
     args.name = args.name or Path(args.data).stem
     results = Path(args.results)
     if args.report:
-        report(results, args.name)
+        report(results, args.name, args.seeds)
         return
     results.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["seed"], r["strategy"]) for r in read(results) if r.get("data") == args.name}
@@ -191,12 +191,12 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def report(path: Path, name: str) -> None:
+def report(path: Path, name: str, seeds_wanted: list[int] | None = None) -> None:
     """The markdown tables (mean and spread over seeds, by round) and the plot of accuracy against labels.
 
     A round's labels can fall short of its budget when the queue held fewer unsure items than a
     reviewer would label: the cell then says how many were spent (the mean over seeds)."""
-    records = [r for r in read(path) if r.get("data") == name]
+    records = [r for r in read(path) if r.get("data") == name and (seeds_wanted is None or r["seed"] in seeds_wanted)]
     full = [r["accuracy"] for r in records if r["strategy"] == "full"]
     seeds = {r["seed"]: r for r in records if r["strategy"] == "seed"}
     # strategy -> round -> [(labels, accuracy)]; round 0 is the seed model, shared by every strategy.
@@ -220,7 +220,8 @@ def report(path: Path, name: str) -> None:
             points = curves[strategy].get(n, [])
             labels = statistics.mean(p[0] for p in points) if points else None
             short = labels is not None and labels < seed_labels + n * budget - 0.5
-            cells.append(_cell([p[1] for p in points]) + (f" ({labels:,.0f} spent)" if short else ""))
+            notes = ([f"{labels:,.0f} spent"] if short else []) + ([f"{len(points)} seed"] if 0 < len(points) < len(seeds) else [])
+            cells.append(_cell([p[1] for p in points]) + (f" ({', '.join(notes)})" if notes else ""))
             if reached is None and target is not None and points and statistics.mean(p[1] for p in points) >= target:
                 reached = labels
         needed = f"{reached:,.0f}" if reached else (f"more than {seed_labels + rounds[-1] * budget:,.0f}" if target else "no full-data model")
