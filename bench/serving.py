@@ -169,6 +169,58 @@ def accuracy_of_both(fp32_path: Path, int8_path: Path, data_path: Path) -> dict:
     return {"check": check.to_dict(), **{name: {k: r.get(k) for k in ("accuracy", "oos_auroc", "ece", "oos_recall")} for name, r in reports.items()}}
 
 
+def quantize_static_int8(fp32_path: Path, out_path: Path, texts: list[str]) -> Path:
+    """The alternative the issue asks to compare: static quantization, activations' ranges
+    calibrated (MinMax) on the run's own validation texts, QDQ format. The shipped path is
+    mlcore.quantize.quantize_int8 (dynamic); this one exists only to be measured against it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    predictor = OnnxPredictor.from_file(fp32_path)
+    batches = [predictor.encode(texts[i:i + 32]) for i in range(0, len(texts), 32)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self):
+            return next(self.left, None)
+
+    prepared = out_path.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    prepared.unlink()
+    from mlcore.quantize import rewrite_metadata
+
+    return rewrite_metadata(out_path, precision="int8-static")
+
+
+def static_against_dynamic(fp32_path: Path, dynamic_path: Path, data_path: Path, work: Path, iterations: int) -> dict:
+    """Both int8 flavours on the test split (in-scope accuracy, agreement with fp32) and their
+    bare warm latency, so BENCHMARKS.md can say why the shipped one was kept."""
+    from mlcore.data import load_labeled_data
+    from mlcore.onnx_predictor import OnnxPredictor
+    from mlcore.quantize import check_quantized
+
+    data = load_labeled_data(data_path)
+    calibration = [e.text for e in data.val] or [e.text for e in data.train][:500]  # CLINC150 has a validation split
+    static_path = quantize_static_int8(fp32_path, work / "model.int8-static.onnx", calibration)
+    fp32 = OnnxPredictor.from_file(fp32_path)
+    test = {"test": ([e.text for e in data.test], [e.intent for e in data.test])}
+    result = {}
+    for name, path in (("dynamic", dynamic_path), ("static", static_path)):
+        candidate = OnnxPredictor.from_file(path)
+        split = check_quantized(fp32, candidate, test).splits["test"]
+        [latency] = timed(lambda: candidate.probabilities([TEXT]), iterations=iterations)
+        result[name] = {"accuracy": split.int8_accuracy, "fp32_accuracy": split.fp32_accuracy, "agreement": split.agreement,
+                        "p50_ms": latency["p50"], "mb": path.stat().st_size / 2**20}
+        del candidate
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
@@ -192,6 +244,7 @@ def main() -> None:
     export_hf_directory(args.model, hf_dir)
     print(header("Serving"))
     accuracy = accuracy_of_both(fp32_path, int8_path, Path(args.data)) if Path(args.data).exists() else None
+    flavours = static_against_dynamic(fp32_path, int8_path, Path(args.data), work, args.iterations) if accuracy else None
 
     # Cold starts first, each in fresh processes, every model read from S3 (moto's server on
     # 127.0.0.1) as a Lambda function reads it at init: the same bucket for ours and the baseline.
@@ -247,11 +300,11 @@ def main() -> None:
     # Throughput under concurrent load, uvicorn on 127.0.0.1, bounded in time: int8, then fp32.
     throughput = {name: uvicorn_throughput({"MODEL_URI": str(path), "LOG_LEVEL": "WARNING"}, args.load_seconds, args.concurrency)
                   for name, path in (("int8", int8_path), ("fp32", fp32_path))}
-    report(args, accuracy, cold, fetched, {"handler": handler, "bare_int8": bare_int8, "bare_fp32": bare_fp32,
+    report(args, accuracy, flavours, cold, fetched, {"handler": handler, "bare_int8": bare_int8, "bare_fp32": bare_fp32,
                                            "route_only": route_only, "pipeline": pipeline_latency}, throughput, fp32_path, int8_path)
 
 
-def report(args, accuracy, cold, fetched, latency, throughput, fp32_path, int8_path) -> None:
+def report(args, accuracy, flavours, cold, fetched, latency, throughput, fp32_path, int8_path) -> None:
     import torch
     import transformers
 
@@ -263,6 +316,13 @@ def report(args, accuracy, cold, fetched, latency, throughput, fp32_path, int8_p
         agreement = {name: split["agreement"] for name, split in accuracy["check"]["splits"].items()}
         print(f"\nint8 top-1 agreement with fp32: {agreement}; the promotion gate would "
               f"{'accept' if accuracy['check']['accepted'] else 'refuse'} it ({'; '.join(accuracy['check']['reasons']) or 'no reason against'}).\n")
+    if flavours:
+        print("| int8 flavour (test split) | in-scope accuracy | fp32 accuracy | top-1 agreement with fp32 | bare p50 (ms) | MB |\n"
+              "| --- | --- | --- | --- | --- | --- |")
+        for name, label in (("dynamic", "dynamic (shipped)"), ("static", "static, MinMax-calibrated on the validation split (QDQ)")):
+            f = flavours[name]
+            print(f"| {label} | {f['accuracy']:.4f} | {f['fp32_accuracy']:.4f} | {f['agreement']:.4f} | {f['p50_ms']:.2f} | {f['mb']:.1f} |")
+        print()
     print("| warm latency, one short utterance | p50 (ms) | p95 (ms) | p99 (ms) |\n| --- | --- | --- | --- |")
     for key, name in (("handler", "ours: Mangum handler (int8), API Gateway v2 event"), ("bare_int8", "bare int8 call (tokenize, forward, softmax)"),
                       ("bare_fp32", "bare fp32 call"), ("route_only", "ours (int8) without the fast path"),
@@ -294,7 +354,7 @@ def report(args, accuracy, cold, fetched, latency, throughput, fp32_path, int8_p
     print("| size | MB |\n| --- | --- |")
     for name, value in sizes.items():
         print(f"| {name} | {value:.1f} |" if value is not None else f"| {name} | (pip failed) |")
-    print(json.dumps({"accuracy": accuracy, "latency": latency, "cold": cold, "fetched": fetched, "throughput": throughput, "sizes": sizes}),
+    print(json.dumps({"accuracy": accuracy, "flavours": flavours, "latency": latency, "cold": cold, "fetched": fetched, "throughput": throughput, "sizes": sizes}),
           file=sys.stderr)
 
 
