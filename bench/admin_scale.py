@@ -87,7 +87,8 @@ def load(*, utterances: int, review_items: int, seed: int = 0):
         for _ in range(start, min(start + BATCH, review_items)):
             text, intent, confidence = rng.choice(texts), rng.choice(intents).name, rng.uniform(0.05, 0.7)
             rows.append(ReviewItem(
-                prediction_id=uuid.UUID(int=rng.getrandbits(128)), text=text, text_key=text_key(text), predicted_intent=intent,
+                prediction_id=uuid.UUID(int=rng.getrandbits(128)), text=text, text_key=text_key(text), group_key=text_key(text),
+                predicted_intent=intent,
                 confidence=confidence, top_intents=[{"intent": intent, "probability": confidence}], margin=confidence / 2,
                 model_version=rng.choice(("a1b2c3d4e5f6", "0f9e8d7c6b5a", "123456abcdef")), threshold=0.7, predicted_at=now,
                 status=rng.choice(statuses),

@@ -7,7 +7,7 @@ Imports only torch, ``tokenizers`` and the encoder architecture; never ``dataset
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,8 @@ import torch
 from mlcore.artifact import file_sha256, load_artifact
 from mlcore.errors import ArtifactError
 from mlcore.modeling import IntentClassifier, build_encoder_from_config
-from mlcore.prediction import Prediction, PredictorBase, load_tokenizer
+from mlcore.grouping import normalise
+from mlcore.prediction import Prediction, PredictorBase, batched_rows, load_tokenizer
 
 __all__ = ["Predictor", "Prediction", "load_tokenizer"]
 
@@ -43,6 +44,17 @@ class Predictor(PredictorBase):
     @classmethod
     def from_file(cls, path: str | Path) -> "Predictor":
         return cls(load_artifact(path), sha256=file_sha256(path))
+
+    def embeddings(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Sentence embeddings (the classifier's mean-pooled encoder output), L2-normalised, one row
+        per text: what near-duplicate grouping compares (mlcore.grouping)."""
+        width = self.model.encoder.config.hidden_size
+
+        def run(batch: list[str]) -> np.ndarray:
+            with torch.inference_mode():
+                return self.model.embed(**{name: torch.from_numpy(ids) for name, ids in self.encode(batch).items()}).float().numpy()
+
+        return normalise(batched_rows(list(texts), batch_size, width, run))
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():

@@ -215,6 +215,21 @@ REVIEW_STRATEGY = env.str("REVIEW_STRATEGY", default=DEFAULT_STRATEGY)
 if REVIEW_STRATEGY not in STRATEGIES:
     raise ImproperlyConfigured(f"REVIEW_STRATEGY must be one of {', '.join(STRATEGIES)}, got {REVIEW_STRATEGY!r}.")
 
+# Near-duplicate grouping: pending items whose sentence embeddings (from the model that predicted
+# them) have at least this cosine similarity are one decision on the labeling screen. The worker
+# embeds and groups new items every REVIEW_GROUP_MINUTES. The default is the lowest similarity at
+# which, on CLINC150's validation split, at least 98% of grouped pairs share an intent
+# (bench/grouping.py, BENCHMARKS.md section 12).
+REVIEW_GROUP_SIMILARITY = env.float("REVIEW_GROUP_SIMILARITY", default=0.9)
+if not 0.0 < REVIEW_GROUP_SIMILARITY <= 1.0:
+    raise ImproperlyConfigured(f"REVIEW_GROUP_SIMILARITY must be above 0 and at most 1, got {REVIEW_GROUP_SIMILARITY}.")
+REVIEW_GROUP_MINUTES = env.int("REVIEW_GROUP_MINUTES", default=1)
+# How long the labeling screen keeps an item for the reviewer it showed it to.
+REVIEW_LEASE_SECONDS = env.int("REVIEW_LEASE_SECONDS", default=300)
+for _name in ("REVIEW_GROUP_MINUTES", "REVIEW_LEASE_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}.")
+
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)
 if MIN_EXAMPLES_PER_INTENT < 1:

@@ -97,7 +97,7 @@ def test_review_ingestion_by_replay_cleans_the_text(db):
 def test_a_reviewed_text_labels_the_same_utterance_as_its_clean_form(client, labeler, music, utterance_factory):
     existing = utterance_factory(CLEAN, music)
     item, _ = review.review_item_ingest(event=review_event(DIRTY, intent="play_music"))
-    assert review.review_item_accept(item=item, user=labeler) == 1
+    assert len(review.review_item_accept(item=item, user=labeler)) == 1
     assert Utterance.objects.get() == existing
 
 

@@ -137,6 +137,12 @@ def utterance_update(
     return utterance_save(utterance=utterance, user=user)
 
 
+def utterance_delete(*, utterance: Utterance, user: AbstractBaseUser | None) -> None:
+    """Delete an utterance; the label history records who did."""
+    utterance._history_user = user
+    utterance.delete()
+
+
 def utterances_assign_intent(*, utterances: QuerySet[Utterance], intent: Intent | None, user: AbstractBaseUser | None) -> int:
     """Label (or, with ``intent=None``, unlabel) many utterances at once, with a history entry each."""
     changed = [u for u in utterances if u.intent_id != (intent.pk if intent else None)]

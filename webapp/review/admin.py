@@ -3,8 +3,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, F, Min, OuterRef, QuerySet, Subquery, Window
-from django.db.models.functions import RowNumber
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html_join
@@ -13,6 +11,7 @@ from webapp.labeling.admin import action_confirmation_context
 from webapp.review import charts, selectors, services
 from webapp.review.forms import LabelAsForm
 from webapp.review.models import ReviewItem
+from webapp.review.screen import LabelingScreen
 
 # What the queue's order means, shown above it (REVIEW_STRATEGY; mlcore/review_strategy.py).
 STRATEGY_HELP = {
@@ -21,23 +20,6 @@ STRATEGY_HELP = {
     "confidence": "lowest confidence first",
     "margin": "smallest gap between the two most likely intents first",
 }
-
-
-def queue_ordering(strategy: str) -> tuple[str, ...]:
-    """The admin's default order under ``strategy``: the same order as mlcore.review_strategy.review_order
-    (ties by arrival). "review_turn" is annotated by ReviewItemAdmin.get_queryset."""
-    return {"confidence": ("confidence", "id"), "margin": ("margin", "id"), "balanced": ("review_turn", "confidence", "id")}[strategy]
-
-
-def first_of_each_group(status: str | None, reason: str | None = None) -> QuerySet:
-    """The id of the first item of each group of identical texts with the same status (of one status,
-    or of all with None): one pass over the (status, text_key, id) index, not a subquery per row."""
-    items = ReviewItem.objects.order_by()
-    if reason is not None:
-        items = items.filter(reason=reason)
-    if status is None:
-        return items.values("status", "text_key").annotate(first=Min("id")).values("first")
-    return items.filter(status=status).values("text_key").annotate(first=Min("id")).values("first")
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -61,7 +43,7 @@ class StatusFilter(admin.SimpleListFilter):
         value = self.value() or ReviewItem.Status.PENDING
         status = None if value == "all" else value
         queryset = queryset if status is None else queryset.filter(status=status)
-        return queryset.filter(id__in=first_of_each_group(status, ReasonFilter.chosen(request)))
+        return queryset.filter(id__in=selectors.first_of_each_group(status, ReasonFilter.chosen(request)))
 
 
 class ReasonFilter(admin.SimpleListFilter):
@@ -119,20 +101,12 @@ class ReviewItemAdmin(admin.ModelAdmin):
         return False  # items come from the serving app
 
     def get_queryset(self, request):
-        # The size of each item's group (StatusFilter keeps one item per group): an index lookup on
-        # (status, text_key), which the database makes only for the rows it returns, unless sorting by it.
-        group = ReviewItem.objects.filter(status=OuterRef("status"), text_key=OuterRef("text_key")).order_by()
-        size = group.values("status", "text_key").annotate(n=Count("*")).values("n")
-        queryset = self.model._default_manager.get_queryset().annotate(group_size=Subquery(size))
-        if settings.REVIEW_STRATEGY == "balanced":
-            # Each item's turn within its predicted intent, over the rows the filters keep (SQL
-            # applies WHERE before window functions): 1 for each intent's least confident item.
-            turn = Window(RowNumber(), partition_by=[F("predicted_intent")], order_by=[F("confidence").asc(), F("id").asc()])
-            queryset = queryset.annotate(review_turn=turn)
-        return queryset.order_by(*self.get_ordering(request))
+        # With each group's size (StatusFilter keeps one item per group: an index lookup on
+        # (status, group_key), made only for the rows shown unless sorting by it) and the queue's order.
+        return selectors.with_queue_order(self.model._default_manager.get_queryset(), settings.REVIEW_STRATEGY)
 
     def get_ordering(self, request):
-        return queue_ordering(settings.REVIEW_STRATEGY)
+        return selectors.QUEUE_ORDERING[settings.REVIEW_STRATEGY]
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "review_strategy": settings.REVIEW_STRATEGY,
@@ -141,7 +115,7 @@ class ReviewItemAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         traffic = path("traffic/", self.admin_site.admin_view(self.traffic_view), name="review_traffic")
-        return [traffic, *super().get_urls()]
+        return [traffic, *LabelingScreen(self).urls(self.admin_site.admin_view), *super().get_urls()]
 
     def traffic_view(self, request):
         """Requests, low-confidence share and audit accuracy per day and model version."""
@@ -175,7 +149,7 @@ class ReviewItemAdmin(admin.ModelAdmin):
         resolved, problems = 0, []
         for item in queryset:
             try:
-                resolved += action(item=item, user=request.user, **kwargs)
+                resolved += len(action(item=item, user=request.user, **kwargs))
             except ValidationError as exc:
                 problems.extend(exc.messages)
         if resolved:

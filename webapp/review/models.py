@@ -22,8 +22,11 @@ class ReviewItem(models.Model):
 
     prediction_id = models.UUIDField(unique=True, help_text="From the serving app; makes ingestion idempotent.")
     text = models.TextField()
-    # The folded-text key of labeling.Utterance: identical texts form one group in the queue.
+    # The folded-text key of labeling.Utterance: identical texts always share a group.
     text_key = models.CharField(max_length=64, db_index=True)
+    # The group one decision resolves: the text_key of the group's first text. Identical texts join
+    # it at ingestion; near-duplicates join it when the worker groups them (services.review_items_group).
+    group_key = models.CharField(max_length=64, db_index=True)
     predicted_intent = models.CharField(max_length=100, db_index=True)
     confidence = models.FloatField(db_index=True)
     top_intents = models.JSONField(help_text="the three most likely intents with their probabilities")
@@ -41,12 +44,23 @@ class ReviewItem(models.Model):
     resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     resolved_at = models.DateTimeField(null=True, blank=True)
     utterance = models.ForeignKey(Utterance, null=True, blank=True, on_delete=models.SET_NULL, related_name="review_items")
+    # Near-duplicate grouping: the sentence embedding (float32, L2-normalised) made by the encoder of
+    # the model that predicted the item; ``grouped`` once the worker has looked at the item (with or
+    # without an embedding); ``kept_apart`` when a reviewer took it out of a group: never regrouped.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    grouped = models.BooleanField(default=False)
+    kept_apart = models.BooleanField(default=False)
+    # The labeling screen leases a group to one reviewer for REVIEW_LEASE_SECONDS, so two reviewers
+    # never get the same item.
+    leased_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    leased_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["confidence", "received_at"]
         indexes = [
-            # The queue's grouping: the first item and the size of each group of identical texts of one status.
-            models.Index(fields=["status", "text_key", "id"], name="review_group_idx"),
+            # The queue's grouping: the first item and the size of each group of one status.
+            models.Index(fields=["status", "group_key", "id"], name="review_group_idx"),
+            models.Index(fields=["grouped", "model_version"], name="review_grouping_idx"),
             models.Index(fields=["reason", "status", "model_version"], name="review_audit_idx"),
         ]
         verbose_name = "review item"
@@ -73,3 +87,23 @@ class TrafficReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model_version}: {self.predictions} predictions"
+
+
+class ReviewDecision(models.Model):
+    """One decision made on the labeling screen: what it changed, so that its reviewer can undo it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    decided_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=14, choices=ReviewItem.Status.choices)
+    intent = models.CharField(max_length=100, blank=True)
+    item_ids = models.JSONField(default=list)
+    # Utterances this decision created (undo deletes them) and unlabeled ones it labeled (undo clears them).
+    created_utterance_ids = models.JSONField(default=list)
+    labeled_utterance_ids = models.JSONField(default=list)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.intent} ({len(self.item_ids)} items)"

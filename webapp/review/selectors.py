@@ -16,8 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-from django.db.models import Count, F, Max, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, Window
+from django.db.models.functions import RowNumber, TruncDate
 from django.utils import timezone
 
 from mlcore.evaluate import wilson_interval
@@ -108,3 +108,53 @@ def traffic_by_day(*, days: int = 30, today: datetime.date | None = None) -> lis
                    audit=AuditEstimate(model_version=version, reviewed=row["reviewed"], correct=row["correct"], pending=row["pending"]))
         for (day, version), row in sorted(table.items(), key=lambda item: (item[0][0], item[0][1]), reverse=True)
     ]
+
+
+# The review queue's order under each REVIEW_STRATEGY: the same order as
+# mlcore.review_strategy.review_order (ties by arrival). "review_turn" is annotated by review_queue.
+QUEUE_ORDERING = {"confidence": ("confidence", "id"), "margin": ("margin", "id"), "balanced": ("review_turn", "confidence", "id")}
+
+
+def first_of_each_group(status: str | None, reason: str | None = None) -> QuerySet:
+    """The id of the first item of each group (identical texts and their near-duplicates) with the
+    same status (of one status, or of all with None): one pass over the (status, group_key, id)
+    index, not a subquery per row."""
+    items = ReviewItem.objects.order_by()
+    if reason is not None:
+        items = items.filter(reason=reason)
+    if status is None:
+        return items.values("status", "group_key").annotate(first=Min("id")).values("first")
+    return items.filter(status=status).values("group_key").annotate(first=Min("id")).values("first")
+
+
+def with_queue_order(queryset: QuerySet, strategy: str) -> QuerySet:
+    """``queryset`` with each group's size and, under "balanced", each item's turn within its
+    predicted intent (SQL applies WHERE before window functions, so the turn counts the rows the
+    filters keep: 1 for each intent's least confident item), ordered as the queue is."""
+    group = ReviewItem.objects.filter(status=OuterRef("status"), group_key=OuterRef("group_key")).order_by()
+    size = group.values("status", "group_key").annotate(n=Count("*")).values("n")
+    queryset = queryset.annotate(group_size=Subquery(size))
+    if strategy == "balanced":
+        turn = Window(RowNumber(), partition_by=[F("predicted_intent")], order_by=[F("confidence").asc(), F("id").asc()])
+        queryset = queryset.annotate(review_turn=turn)
+    return queryset.order_by(*QUEUE_ORDERING[strategy])
+
+
+def review_queue(*, strategy: str, predicted_intent: str = "", model_version: str = "", reason: str | None = None,
+                 exclude_groups: Iterable[str] = ()) -> QuerySet:
+    """The pending groups in the queue's order, one row (the group's first item) per group."""
+    leads = ReviewItem.objects.filter(status=ReviewItem.Status.PENDING, id__in=first_of_each_group(ReviewItem.Status.PENDING, reason))
+    if predicted_intent:
+        leads = leads.filter(predicted_intent=predicted_intent)
+    if model_version:
+        leads = leads.filter(model_version=model_version)
+    exclude_groups = list(exclude_groups)
+    if exclude_groups:
+        leads = leads.exclude(group_key__in=exclude_groups)
+    return with_queue_order(leads, strategy)
+
+
+def leased_groups(*, other_than) -> QuerySet:
+    """The keys of the groups another reviewer holds a live lease on."""
+    return (ReviewItem.objects.filter(status=ReviewItem.Status.PENDING, leased_until__gt=timezone.now())
+            .exclude(leased_by=other_than).order_by().values("group_key"))

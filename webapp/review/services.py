@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any, Iterable
@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Min, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -27,7 +27,7 @@ from mlcore.data import OOS_LABEL
 from webapp.labeling import services as labeling
 from webapp.labeling.models import Intent, Utterance, text_key
 from webapp.labeling.services import strip_unstorable
-from webapp.review.models import ReviewItem, TrafficReport
+from webapp.review.models import ReviewDecision, ReviewItem, TrafficReport
 from webapp.review.selectors import audit_estimates
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,9 @@ def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
         return existing, False
     top = clean.distribution[:STORED_INTENTS]
     second = clean.distribution[1]["probability"] if len(clean.distribution) > 1 else 0.0
+    key = text_key(clean.text)
     item = ReviewItem(
-        prediction_id=clean.prediction_id, text=clean.text, text_key=text_key(clean.text),
+        prediction_id=clean.prediction_id, text=clean.text, text_key=key, group_key=_group_key_for(key),
         predicted_intent=top[0]["intent"], confidence=top[0]["probability"], top_intents=top,
         margin=top[0]["probability"] - second, model_version=clean.model_version, threshold=clean.threshold,
         predicted_at=clean.time, reason=clean.reason,
@@ -221,38 +222,75 @@ def serving_event_ingest(*, event: Any) -> tuple[ReviewItem | TrafficReport, boo
     return review_item_ingest(event=event)
 
 
+def _group_key_for(key: str) -> str:
+    """A new item's group: that of the pending items with the same text, or a group of its own."""
+    same_text = ReviewItem.objects.filter(text_key=key, status=ReviewItem.Status.PENDING).order_by("id").values_list("group_key", flat=True)
+    return same_text.first() or key
+
+
 def _group(item: ReviewItem) -> QuerySet[ReviewItem]:
-    """Every pending item with the same text: one decision resolves them all."""
-    return ReviewItem.objects.filter(text_key=item.text_key, status=ReviewItem.Status.PENDING)
+    """Every pending item of the item's group (its identical and near-duplicate texts): one
+    decision resolves them all."""
+    return ReviewItem.objects.filter(group_key=item.group_key, status=ReviewItem.Status.PENDING)
 
 
-def _resolve(items: QuerySet[ReviewItem], *, status: str, user: AbstractBaseUser | None, utterance: Utterance | None) -> int:
+@dataclass
+class Resolution:
+    """What one decision did: how many items it resolved, and the utterances it created or labeled
+    (what an undo takes back)."""
+
+    item_ids: list[int] = field(default_factory=list)
+    created_utterance_ids: list[int] = field(default_factory=list)
+    labeled_utterance_ids: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+def _resolve(items: QuerySet[ReviewItem], *, status: str, user: AbstractBaseUser | None, utterance: Utterance | None) -> list[int]:
+    ids = list(items.values_list("id", flat=True))
     reviewed_intent = utterance.intent.name if utterance is not None and utterance.intent_id else ""
-    return items.update(status=status, resolved_by=user, resolved_at=timezone.now(), utterance=utterance, reviewed_intent=reviewed_intent)
+    ReviewItem.objects.filter(id__in=ids).update(status=status, resolved_by=user, resolved_at=timezone.now(), utterance=utterance,
+                                                 reviewed_intent=reviewed_intent, leased_by=None, leased_until=None)
+    return ids
 
 
-def _utterance_for(text: str, intent: Intent, user: AbstractBaseUser | None) -> Utterance:
+def _utterance_for(text: str, intent: Intent, user: AbstractBaseUser | None, resolution: Resolution) -> Utterance:
     """The labeled utterance for a reviewed text, with the usual duplicate and conflict rules:
     the same text already labeled the same way is reused; labeled another way, it is a conflict."""
     existing = Utterance.objects.select_related("intent").filter(text_key=text_key(text)).first()
     if existing is None:
-        return labeling.utterance_create(text=text, intent=intent, source=Utterance.Source.REVIEW, user=user)
+        created = labeling.utterance_create(text=text, intent=intent, source=Utterance.Source.REVIEW, user=user)
+        resolution.created_utterance_ids.append(created.pk)
+        return created
     if existing.intent_id == intent.pk:
         return existing
     if existing.intent_id is None:
+        resolution.labeled_utterance_ids.append(existing.pk)
         return labeling.utterance_update(utterance=existing, user=user, intent=intent)
     raise ValidationError({"intent": (f"{text!r} is already labeled {existing.intent.name} (utterance #{existing.pk}); "
                                       f"change it there if {intent.name} is right.")})
 
 
-def review_item_label(*, item: ReviewItem, intent: Intent, user: AbstractBaseUser | None) -> int:
-    """Label the item's text (and its identical pending texts) as ``intent``; returns how many resolved."""
+def _label_group(item: ReviewItem, intent: Intent, user: AbstractBaseUser | None, status: str) -> Resolution:
+    """Each distinct text of the item's group becomes a labeled utterance (near-duplicates are
+    examples worth keeping, not copies), and every item of the group is resolved with its text's."""
+    resolution = Resolution()
     with transaction.atomic():
-        utterance = _utterance_for(item.text, intent, user)
-        return _resolve(_group(item), status=ReviewItem.Status.LABELED, user=user, utterance=utterance)
+        group = _group(item)
+        for key in group.order_by("text_key").values_list("text_key", flat=True).distinct():
+            same_text = group.filter(text_key=key)
+            utterance = _utterance_for(same_text.order_by("id").first().text, intent, user, resolution)
+            resolution.item_ids += _resolve(same_text, status=status, user=user, utterance=utterance)
+    return resolution
 
 
-def review_item_accept(*, item: ReviewItem, user: AbstractBaseUser | None) -> int:
+def review_item_label(*, item: ReviewItem, intent: Intent, user: AbstractBaseUser | None) -> Resolution:
+    """Label the item's texts (those of its group too) as ``intent``; ``len()`` of the result is how many resolved."""
+    return _label_group(item, intent, user, ReviewItem.Status.LABELED)
+
+
+def review_item_accept(*, item: ReviewItem, user: AbstractBaseUser | None) -> Resolution:
     """The prediction was right: label the text with the predicted intent."""
     intent = Intent.objects.filter(name=item.predicted_intent).first()
     if intent is None:
@@ -260,7 +298,7 @@ def review_item_accept(*, item: ReviewItem, user: AbstractBaseUser | None) -> in
     return review_item_label(item=item, intent=intent, user=user)
 
 
-def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None) -> int:
+def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None) -> Resolution:
     """Keep the text as an out-of-scope example (intent ``oos``): it tunes the threshold and
     measures out-of-scope recall in later runs, as CLINC150's out-of-scope queries do.
 
@@ -269,13 +307,11 @@ def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None)
     oos = Intent.objects.filter(name=OOS_LABEL).first()
     if oos is None:
         raise ValidationError({"intent": f"There is no {OOS_LABEL!r} intent for out-of-scope texts; an ML engineer can create it."})
-    with transaction.atomic():
-        utterance = _utterance_for(item.text, oos, user)
-        return _resolve(_group(item), status=ReviewItem.Status.OUT_OF_SCOPE, user=user, utterance=utterance)
+    return _label_group(item, oos, user, ReviewItem.Status.OUT_OF_SCOPE)
 
 
-def review_item_dismiss(*, item: ReviewItem, user: AbstractBaseUser | None) -> int:
-    return _resolve(_group(item), status=ReviewItem.Status.DISMISSED, user=user, utterance=None)
+def review_item_dismiss(*, item: ReviewItem, user: AbstractBaseUser | None) -> Resolution:
+    return Resolution(item_ids=_resolve(_group(item), status=ReviewItem.Status.DISMISSED, user=user, utterance=None))
 
 
 @dataclass
@@ -400,7 +436,258 @@ def review_summary() -> dict[str, Any]:
     return {
         "audit": audit_estimates(limit=5),
         "pending_items": pending.count(),
-        "pending_texts": pending.values("text_key").distinct().count(),
+        "pending_texts": pending.values("group_key").distinct().count(),
         "promoted_run": run,
         "labels_since_promoted": labeled.count() if run is not None else None,
+    }
+
+
+# --- Near-duplicate grouping (the worker, every REVIEW_GROUP_MINUTES) ---------------------------
+#
+# The worker embeds, not serving: serving's events stay small (an embedding is 384 floats: ~4 kB
+# of JSON per event, more than the event itself), its ONNX export and its latency stay as they
+# are, and the worker already holds every run's artifact and torch. The cost is a delay: a new
+# item is grouped by its identical texts at once and by its near-duplicates within a minute.
+
+_embedders: dict[str, Any] = {}  # model version -> mlcore Predictor; one at a time (a worker's memory)
+
+
+def _embedder(model_version: str):
+    """The torch predictor of the run whose artifact is ``model_version``, or None when no run has it."""
+    if model_version in _embedders:
+        return _embedders[model_version]
+    from mlcore.predictor import Predictor
+    from webapp.training.models import TrainingRun
+    from webapp.training.services import artifact_local_copy
+
+    run = (TrainingRun.objects.filter(artifact_sha256__startswith=model_version).exclude(artifact="").order_by("-id").first()
+           if model_version else None)
+    predictor = None
+    if run is not None:
+        try:
+            with artifact_local_copy(run) as path:
+                predictor = Predictor.from_file(path)
+        except Exception as exc:  # an unreadable artifact: those items are grouped by identical text only
+            logger.warning("cannot embed items of model %s: %s", model_version, exc)
+    _embedders.clear()
+    _embedders[model_version] = predictor
+    return predictor
+
+
+def review_items_group(*, similarity: float | None = None, limit: int = 2000) -> dict[str, int]:
+    """Embed the pending items not yet grouped and join each to the near-duplicate group it
+    belongs to (``mlcore.grouping.leader_groups``), per model version: two models' embeddings are
+    not comparable. A group of identical new texts moves as one."""
+    import numpy as np
+
+    similarity = similarity or settings.REVIEW_GROUP_SIMILARITY
+    counts = {"embedded": 0, "joined": 0, "not_embeddable": 0}
+    new = ReviewItem.objects.filter(grouped=False, status=ReviewItem.Status.PENDING)
+    for version in list(new.order_by().values_list("model_version", flat=True).distinct()):
+        items = list(new.filter(model_version=version).order_by("id")[:limit])
+        predictor = _embedder(version)
+        if predictor is None:
+            ReviewItem.objects.filter(id__in=[i.id for i in items]).update(grouped=True)
+            counts["not_embeddable"] += len(items)
+            continue
+        vectors = predictor.embeddings([item.text for item in items])
+        with transaction.atomic():
+            for item, vector in zip(items, vectors):
+                ReviewItem.objects.filter(id=item.id).update(embedding=vector.astype(np.float32).tobytes(), grouped=True)
+            counts["embedded"] += len(items)
+            counts["joined"] += _join_groups(version, items, vectors, similarity)
+    return counts
+
+
+def _join_groups(version: str, items: list[ReviewItem], vectors, similarity: float) -> int:
+    import numpy as np
+
+    from mlcore.grouping import leader_groups
+
+    fresh_ids = {item.id for item in items}
+    # A new unit is a group whose every pending item is new; the others are existing groups, led by
+    # their first embedded item.
+    pending = ReviewItem.objects.filter(status=ReviewItem.Status.PENDING, model_version=version)
+    old_keys = set(pending.exclude(id__in=fresh_ids).values_list("group_key", flat=True))
+    units: dict[str, int] = {}  # group key -> row in vectors of its first new item
+    for row, item in enumerate(items):
+        if item.group_key not in old_keys:
+            units.setdefault(item.group_key, row)
+    embedded = pending.exclude(id__in=fresh_ids).filter(embedding__isnull=False).order_by()
+    first_ids = embedded.values("group_key").annotate(first=Min("id")).values("first")
+    leader_keys, leader_vectors = [], []
+    for key, blob in ReviewItem.objects.filter(id__in=first_ids).order_by("id").values_list("group_key", "embedding"):
+        leader_keys.append(key)
+        leader_vectors.append(np.frombuffer(bytes(blob), dtype=np.float32))
+    unit_keys = list(units)
+    if not unit_keys:
+        return 0
+    matrix = np.vstack([*leader_vectors, *(vectors[units[key]] for key in unit_keys)]) if leader_vectors else vectors[[units[k] for k in unit_keys]]
+    keys = leader_keys + unit_keys
+    assignment = leader_groups(matrix, similarity, leaders=len(leader_keys))
+    joined = 0
+    for position, key in enumerate(unit_keys, start=len(leader_keys)):
+        target = keys[assignment[position]]
+        if target != key:
+            joined += ReviewItem.objects.filter(group_key=key, status=ReviewItem.Status.PENDING).update(group_key=target)
+    return joined
+
+
+def review_group_take_out(*, item: ReviewItem, text_keys: Iterable[str], user: AbstractBaseUser | None) -> int:
+    """Take the pending items with these texts out of the item's group (a reviewer found they mean
+    something else): they form a group of their own per text, and are never grouped again."""
+    moved = 0
+    with transaction.atomic():
+        for key in set(text_keys):
+            if key == item.text_key:
+                continue
+            moved += _group(item).filter(text_key=key).update(group_key=key, kept_apart=True, grouped=True,
+                                                             leased_by=None, leased_until=None)
+    return moved
+
+
+# --- The labeling screen -------------------------------------------------------------------------
+
+class DecisionConflict(Exception):
+    """The decision cannot be made as asked: someone else resolved or holds the item. A 409."""
+
+
+DECISIONS = ("accept", "label", "out_of_scope", "dismiss")
+DECIDED_STATUSES = (ReviewItem.Status.LABELED, ReviewItem.Status.OUT_OF_SCOPE)
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    predicted_intent: str = ""
+    model_version: str = ""
+    reason: str | None = ReviewItem.Reason.LOW_CONFIDENCE
+
+
+def _lease_filter(user: AbstractBaseUser):
+    from django.db.models import Q
+
+    return Q(leased_until__isnull=True) | Q(leased_until__lte=timezone.now()) | Q(leased_by=user)
+
+
+def review_group_lease(*, user: AbstractBaseUser, filters: QueueFilters, skipped: Iterable[str] = (),
+                       prefer: str = "") -> ReviewItem | None:
+    """The first group of the queue (in REVIEW_STRATEGY's order, within ``filters``) that no other
+    reviewer holds and this one has not skipped, leased to ``user`` for REVIEW_LEASE_SECONDS; its
+    first item is returned. ``prefer``: a group key to take first if it is still free (after an undo)."""
+    from webapp.review import selectors
+
+    skipped = list(skipped)
+    for _ in range(20):  # another reviewer may claim the candidate between the read and the write
+        lead = None
+        if prefer:
+            lead = ReviewItem.objects.filter(group_key=prefer, status=ReviewItem.Status.PENDING).order_by("id").first()
+            prefer = ""
+        if lead is None:
+            queue = selectors.review_queue(strategy=settings.REVIEW_STRATEGY, exclude_groups=skipped, predicted_intent=filters.predicted_intent,
+                                           model_version=filters.model_version, reason=filters.reason)
+            lead = queue.exclude(group_key__in=selectors.leased_groups(other_than=user)).first()
+        if lead is None:
+            return None
+        until = timezone.now() + timezone.timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+        # The claim: one conditional UPDATE of the lead row, so that of two reviewers racing for the
+        # same group exactly one wins; the rest of the group follows.
+        if ReviewItem.objects.filter(pk=lead.pk, status=ReviewItem.Status.PENDING).filter(_lease_filter(user)).update(
+                leased_by=user, leased_until=until):
+            _group(lead).update(leased_by=user, leased_until=until)
+            lead.refresh_from_db()
+            return lead
+        skipped.append(lead.group_key)
+    return None
+
+
+def review_group_release(*, user: AbstractBaseUser, group_key: str) -> int:
+    """Give back the lease on a group (the reviewer skipped it)."""
+    return ReviewItem.objects.filter(group_key=group_key, status=ReviewItem.Status.PENDING, leased_by=user).update(
+        leased_by=None, leased_until=None)
+
+
+def _check_decidable(lead_id: int, user: AbstractBaseUser) -> ReviewItem:
+    lead = ReviewItem.objects.select_for_update().select_related("resolved_by", "leased_by").filter(pk=lead_id).first()
+    if lead is None:
+        raise DecisionConflict("This item no longer exists.")
+    if lead.status != ReviewItem.Status.PENDING:
+        who = lead.resolved_by.get_username() if lead.resolved_by else "someone"
+        raise DecisionConflict(f"{who} already decided this item ({lead.get_status_display().lower()}"
+                               f"{': ' + lead.reviewed_intent if lead.reviewed_intent else ''}); nothing was changed.")
+    if lead.leased_by_id not in (None, user.pk) and lead.leased_until and lead.leased_until > timezone.now():
+        raise DecisionConflict(f"{lead.leased_by.get_username()} is deciding this item now; nothing was changed.")
+    return lead
+
+
+def review_group_decide(*, user: AbstractBaseUser, lead_id: int, decision: str, intent_name: str = "",
+                        take_out: Iterable[str] = ()) -> ReviewDecision:
+    """A decision from the labeling screen on the group led by ``lead_id``, through the same
+    services as the admin's actions, recorded so that its reviewer can undo it.
+
+    Raises DecisionConflict when someone else has resolved the item or holds its lease, and
+    ValidationError for a decision that cannot be made (an unknown intent, a labeling conflict)."""
+    if decision not in DECISIONS:
+        raise ValidationError({"decision": f"must be one of {', '.join(DECISIONS)}, got {str(decision)[:40]!r}."})
+    with transaction.atomic():
+        lead = _check_decidable(lead_id, user)
+        review_group_take_out(item=lead, text_keys=take_out, user=user)
+        if decision == "accept":
+            resolution = review_item_accept(item=lead, user=user)
+        elif decision == "label":
+            intent = Intent.objects.filter(name=intent_name).first()
+            if intent is None:
+                raise ValidationError({"intent": f"There is no intent named {str(intent_name)[:100]!r}."})
+            resolution = review_item_label(item=lead, intent=intent, user=user)
+        elif decision == "out_of_scope":
+            resolution = review_item_out_of_scope(item=lead, user=user)
+        else:
+            resolution = review_item_dismiss(item=lead, user=user)
+        lead.refresh_from_db()
+        return ReviewDecision.objects.create(user=user, status=lead.status, intent=lead.reviewed_intent, item_ids=resolution.item_ids,
+                                             created_utterance_ids=resolution.created_utterance_ids,
+                                             labeled_utterance_ids=resolution.labeled_utterance_ids)
+
+
+def review_decision_undo(*, user: AbstractBaseUser, decision_id: int) -> ReviewDecision:
+    """Take back one of the user's own decisions: its items are pending again (leased to the user,
+    so the screen shows them next), the utterances it created are deleted and those it labeled are
+    unlabeled again, each with its history row. Refused when someone has changed them since."""
+    with transaction.atomic():
+        decision = ReviewDecision.objects.select_for_update().filter(pk=decision_id, user=user).first()
+        if decision is None:
+            raise DecisionConflict("There is no such decision of yours to undo.")
+        if decision.undone_at is not None:
+            raise DecisionConflict("This decision was undone already.")
+        items = ReviewItem.objects.select_for_update().filter(id__in=decision.item_ids)
+        if items.exclude(status=decision.status, resolved_by=user).exists() or items.count() != len(decision.item_ids):
+            raise DecisionConflict("Some of these items were changed since this decision; undo refused, nothing was changed.")
+        until = timezone.now() + timezone.timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+        items.update(status=ReviewItem.Status.PENDING, resolved_by=None, resolved_at=None, utterance=None, reviewed_intent="",
+                     leased_by=user, leased_until=until)
+        # An utterance a later decision reused (another copy of the text) stays: that decision still stands.
+        created = Utterance.objects.filter(id__in=decision.created_utterance_ids, intent__name=decision.intent)
+        for utterance in created.exclude(review_items__status__in=DECIDED_STATUSES):
+            labeling.utterance_delete(utterance=utterance, user=user)
+        labeled = Utterance.objects.filter(id__in=decision.labeled_utterance_ids, intent__name=decision.intent)
+        for utterance in labeled.exclude(review_items__status__in=DECIDED_STATUSES):
+            labeling.utterance_update(utterance=utterance, user=user, intent=None)
+        decision.undone_at = timezone.now()
+        decision.save(update_fields=["undone_at"])
+        return decision
+
+
+def review_group_view(lead: ReviewItem) -> dict[str, Any]:
+    """What the screen shows of a group: the lead's text and the model's top three, and each
+    distinct text of the group with its number of copies."""
+    members: dict[str, dict[str, Any]] = {}
+    for item in _group(lead).order_by("id").only("text", "text_key", "confidence", "predicted_intent"):
+        member = members.setdefault(item.text_key, {"text_key": item.text_key, "text": item.text, "copies": 0,
+                                                    "predicted_intent": item.predicted_intent, "confidence": item.confidence})
+        member["copies"] += 1
+    known = set(Intent.objects.filter(name__in=[e["intent"] for e in lead.top_intents]).values_list("name", flat=True))
+    return {
+        "lead_id": lead.pk, "group_key": lead.group_key, "text": lead.text, "reason": lead.reason,
+        "model_version": lead.model_version, "predicted_intent": lead.predicted_intent, "confidence": lead.confidence,
+        "top_intents": [{**entry, "known": entry["intent"] in known} for entry in lead.top_intents],
+        "members": list(members.values()), "size": sum(m["copies"] for m in members.values()),
     }

@@ -5,3 +5,7 @@ from webapp.review import services
 
 def review_queue_drain_task() -> dict[str, int]:
     return services.review_queue_drain()
+
+
+def review_items_group_task() -> dict[str, int]:
+    return services.review_items_group()

@@ -872,6 +872,7 @@ SCHEDULES = {
     # name: (function, the setting that holds its interval in minutes)
     "drain review queue": ("webapp.review.tasks.review_queue_drain_task", "REVIEW_DRAIN_MINUTES"),
     "sweep training jobs": ("webapp.training.tasks.jobs_sweep_task", "TRAINING_SWEEP_MINUTES"),
+    "group review items": ("webapp.review.tasks.review_items_group_task", "REVIEW_GROUP_MINUTES"),
 }
 
 
