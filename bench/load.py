@@ -113,8 +113,8 @@ def stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
-def run_wrk(url: str, seconds: int, connections: int) -> dict:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(ROOT / "bench/wrk_classify.lua"), url],
+def run_wrk(url: str, seconds: int, connections: int, threads: int = 2) -> dict:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(ROOT / "bench/wrk_classify.lua"), url],
                          capture_output=True, text=True, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT"))
     return {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", line)}

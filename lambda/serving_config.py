@@ -1,16 +1,26 @@
-"""The serving app's settings: read from the environment once, refused at start-up when wrong."""
+"""The serving app's settings: read from the environment once, refused at start-up when wrong.
+
+A pydantic model fed from the environment (each field from the variable of its name, upper or
+lower case; keyword arguments win), not pydantic-settings' BaseSettings: importing that cost 57 ms
+of every cold start (BENCHMARKS.md, section 4) for what these few lines do.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+class ServingSettings(BaseModel):
+    # Field names such as model_uri are the variables' names: "model_" is not a namespace here.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    def __init__(self, **values) -> None:
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        found = {name: environment[name] for name in type(self).model_fields if name in environment}
+        super().__init__(**{**found, **values})
 
     # A local path or s3://bucket/key: the ONNX export "Promote to production" publishes (model.onnx),
     # or a .pt artifact (served with torch, for development).
@@ -23,7 +33,7 @@ class ServingSettings(BaseSettings):
     # the background). Once a model is loaded, refreshes never make a request wait.
     model_load_wait_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
     # When set, requests need an x-api-key header holding one of these (comma-separated).
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list)
     max_text_chars: int = Field(default=1000, ge=1, le=100_000)
     max_batch_size: int = Field(default=64, ge=1, le=10_000)
     log_text: bool = False

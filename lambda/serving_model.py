@@ -161,7 +161,11 @@ class ModelStore:
         with tempfile.TemporaryDirectory(prefix="model-") as folder:  # /tmp on Lambda
             local = Path(folder) / Path(key).name
             try:
-                _s3().download_file(bucket, key, str(local))
+                # One GET, streamed to /tmp (s3transfer's download_file adds a HEAD and threads).
+                body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
+                with local.open("wb") as handle:
+                    for chunk in body.iter_chunks(1 << 20):
+                        handle.write(chunk)
             except Exception as exc:
                 raise ModelUnavailable(f"the model at {self.uri} cannot be downloaded: {_short(exc)}") from None
             return LoadedModel(self._load(local), marker, time.time())
@@ -191,15 +195,17 @@ _client = None
 
 
 def _s3():
-    """One boto3 client per container (AWS_ENDPOINT_URL_S3 points it at an S3-compatible server)."""
+    """One S3 client per container (AWS_ENDPOINT_URL_S3 points it at an S3-compatible server).
+    botocore's, not boto3's: boto3 adds nothing used here, and importing it (s3transfer with it)
+    cost 60 to 90 ms of every cold start (BENCHMARKS.md, section 4)."""
     global _client
     if _client is None:
-        import boto3
+        import botocore.session
         from botocore.config import Config
 
         config = Config(connect_timeout=S3_CONNECT_TIMEOUT_SECONDS, read_timeout=S3_READ_TIMEOUT_SECONDS,
                         retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
-        _client = boto3.client("s3", config=config)
+        _client = botocore.session.get_session().create_client("s3", config=config)
     return _client
 
 

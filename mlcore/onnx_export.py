@@ -58,13 +58,39 @@ def onnx_uri_for(uri: str) -> str:
     return stem + ".onnx"
 
 
-def export_onnx(artifact_path: str | Path, out_path: str | Path) -> Path:
-    """Write ``out_path`` (atomically) from the artifact at ``artifact_path``."""
+def _use_eager_attention(encoder: torch.nn.Module) -> None:
+    """Trace attention as its plain operations (MatMul, Softmax), not as PyTorch's fused SDPA call:
+    onnxruntime's transformer optimizer recognises the plain pattern and fuses it into one
+    Attention node, which dynamic quantization then turns into QAttention. Same numbers either way."""
+    if hasattr(encoder, "set_attn_implementation"):
+        encoder.set_attn_implementation("eager")
+    else:  # pragma: no cover - older transformers
+        encoder.config._attn_implementation = "eager"
+
+
+def fuse_transformer(model, model_config: dict):
+    """onnxruntime's transformer fusions (embeddings + LayerNorm, attention, bias + GELU, skip +
+    LayerNorm) for BERT-shaped encoders: fewer, bigger kernels. Measured in BENCHMARKS.md section 4:
+    the fused int8 call is 0.77 times the unfused int8 one and loads in less than half the time.
+    Other architectures are left as exported (onnxruntime still applies its generic fusions)."""
+    if model_config.get("model_type") != "bert":
+        return model
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(model, model_type="bert", num_heads=int(model_config["num_attention_heads"]),
+                               hidden_size=int(model_config["hidden_size"]))
+    return optimized.model
+
+
+def export_onnx(artifact_path: str | Path, out_path: str | Path, *, fuse: bool = True) -> Path:
+    """Write ``out_path`` (atomically) from the artifact at ``artifact_path``; ``fuse=False`` skips
+    the transformer fusions (the benchmark's "before" model)."""
     import onnx
 
     predictor = Predictor.from_file(artifact_path)
     if predictor.sha256 is None:  # pragma: no cover - from_file always sets it
         predictor.sha256 = file_sha256(artifact_path)
+    _use_eager_attention(predictor.model.encoder)
     names = list(predictor.input_names)
     sample = {name: torch.from_numpy(ids) for name, ids in predictor.encode(["an example to trace", "another"]).items()}
     module = _Logits(predictor.model.eval(), "token_type_ids" in names)
@@ -79,6 +105,9 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path) -> Path:
                 dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in names}, "logits": {0: "batch"}},
             )
         model = onnx.load(str(raw))
+        if fuse:
+            model = fuse_transformer(model, predictor.artifact["model_config"])
+        del model.metadata_props[:]
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(serving_metadata(predictor))
         atomic_write(out_path, lambda handle: handle.write(model.SerializeToString()))

@@ -42,7 +42,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, temperature: f
     metadata = json.loads({p.key: p.value for p in source.metadata_props}[METADATA_KEY])
     with tempfile.TemporaryDirectory() as folder:
         raw = Path(folder) / "int8.onnx"
-        quantize_dynamic(str(fp32_path), str(raw), weight_type=QuantType.QInt8)
+        # The fused export holds onnxruntime's own operators, whose outputs ONNX shape inference
+        # cannot type: they are float.
+        quantize_dynamic(str(fp32_path), str(raw), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         model = onnx.load(str(raw))
     metadata = {**metadata, "precision": "int8", **({"temperature": float(temperature)} if temperature is not None else {})}
     del model.metadata_props[:]

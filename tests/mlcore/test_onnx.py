@@ -34,3 +34,14 @@ def test_broken_onnx_files_are_artifact_errors(tmp_path, exported):
 def test_the_onnx_file_sits_beside_the_artifact():
     assert onnx_uri_for("s3://models/production/model.pt") == "s3://models/production/model.onnx"
     assert onnx_uri_for("/srv/model.pt") == "/srv/model.onnx"
+
+
+def test_a_bert_export_is_fused_and_still_answers_as_the_unfused_one(tiny_artifact, exported, tmp_path):
+    import onnx
+
+    operators = {node.op_type for node in onnx.load(str(exported)).graph.node}
+    # onnxruntime's transformer fusions: one node per attention block and per embeddings + LayerNorm.
+    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= operators
+    plain = export_onnx(tiny_artifact, tmp_path / "plain.onnx", fuse=False)
+    assert "Attention" not in {node.op_type for node in onnx.load(str(plain)).graph.node}
+    np.testing.assert_allclose(OnnxPredictor.from_file(exported).probabilities(TEXTS), OnnxPredictor.from_file(plain).probabilities(TEXTS), atol=1e-5)

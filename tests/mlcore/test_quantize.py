@@ -27,6 +27,9 @@ def test_the_int8_export_is_smaller_and_carries_the_same_metadata(exports, tiny_
     fp32, int8 = OnnxPredictor.from_file(fp32_path), OnnxPredictor.from_file(int8_path)
     assert int8_path.stat().st_size < 0.5 * fp32_path.stat().st_size
     assert (int8.metadata["precision"], fp32.metadata["precision"]) == ("int8", "fp32")
+    import onnx
+
+    assert "QAttention" in {node.op_type for node in onnx.load(str(int8_path)).graph.node}  # the fused attention, quantized
     assert int8.version == fp32.version == Predictor.from_file(tiny_artifact).version and int8.labels == fp32.labels
 
 

@@ -103,7 +103,7 @@ def test_the_dockerfile_builds_the_handler_from_the_lambda_base_image():
     assert "torch" not in dockerfile.replace("no torch", "") and 'CMD ["app.handler"]' in dockerfile
     lines = (REPO_ROOT / "lambda" / "requirements.txt").read_text().splitlines()
     packages = {re.split(r"[<>=\[ ]", line.strip())[0].lower() for line in lines if line.strip() and not line.startswith("#")}
-    assert packages == {"fastapi", "mangum", "pydantic-settings", "tokenizers", "numpy", "onnxruntime", "orjson"}
+    assert packages == {"fastapi", "mangum", "pydantic", "tokenizers", "numpy", "onnxruntime", "orjson"}
 
 
 def test_the_files_the_image_copies_are_enough_to_serve(model_file, tmp_path):

@@ -2,6 +2,7 @@
 route every request it does not answer itself."""
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -44,7 +45,10 @@ def comparable(response) -> tuple:
 
 @pytest.fixture
 def clients(make_client, model_file):
-    return {fast: make_client(model_uri=str(model_file), fast_path=fast, api_keys="key-one") for fast in (True, False)}
+    made = {fast: make_client(model_uri=str(model_file), fast_path=fast, api_keys="key-one") for fast in (True, False)}
+    for client in made.values():  # the model loaded: until then even the fast path leaves every request to the route
+        assert client.post("/classify", json={"text": TEXT}, headers={"x-api-key": "key-one"}).status_code == 200
+    return made
 
 
 @pytest.mark.parametrize("case", REQUESTS)
@@ -211,3 +215,42 @@ def test_the_fast_path_can_be_turned_off(make_client, model_file, fresh_app_modu
     assert off.post("/classify", json={"text": TEXT}).status_code == 200
     module = fresh_app_module(MODEL_URI=model_file, FAST_PATH="0")
     assert module.app.user_middleware == [] and module.settings.fast_path is False
+    assert type(module.handler).__name__ == "Mangum"  # no event-level fast path either
+
+
+def lambda_answer(response: dict) -> tuple:
+    body = json.loads(response["body"])
+    if isinstance(body, dict):
+        body.pop("prediction_id", None)
+    return response["statusCode"], (response.get("headers") or {}).get("content-type"), body
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+@pytest.mark.parametrize("shape", [http_api_v2, function_url])
+def test_the_event_level_fast_path_answers_as_mangum_and_the_route_do(fresh_app_module, model_file, name, shape):
+    """Payload 2.0 events are answered from the event itself; the answer (or the error, which the
+    app gives) is the same as through Mangum with the fast path off."""
+    body, headers = REQUESTS[name]
+    fast = fresh_app_module(MODEL_URI=model_file, API_KEYS="")
+    event = shape("POST", "/classify", headers=headers)
+    event["headers"].pop("content-type", None)
+    event["headers"].update(headers)
+    event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
+    answered = fast.handler(event, FakeContext())
+    slow = fresh_app_module(MODEL_URI=model_file, API_KEYS="", FAST_PATH="0")
+    assert lambda_answer(answered) == lambda_answer(slow.handler(event, FakeContext())), name
+
+
+def test_the_event_level_fast_path_never_calls_mangum_for_the_ordinary_case(fresh_app_module, model_file):
+    module = fresh_app_module(MODEL_URI=model_file, API_KEYS="key-one")
+    calls = []
+    mangum = module.handler.handler
+    module.handler.handler = lambda event, context: calls.append(event) or mangum(event, context)
+    good = http_api_v2("POST", "/classify", {"text": TEXT}, headers={"x-api-key": "key-one"})
+    response = module.handler(good, FakeContext())
+    assert response["statusCode"] == 200 and json.loads(response["body"])["intent"] and calls == []
+    # Everything else reaches Mangum: no key, another route, a REST API (payload 1.0) event.
+    assert module.handler(http_api_v2("POST", "/classify", {"text": TEXT}), FakeContext())["statusCode"] == 401
+    assert module.handler(http_api_v2("GET", "/health", headers={"x-api-key": "key-one"}), FakeContext())["statusCode"] == 200
+    assert module.handler(rest_api_v1("POST", "/classify", {"text": TEXT}, headers={"x-api-key": "key-one"}), FakeContext())["statusCode"] == 200
+    assert len(calls) == 3
