@@ -121,3 +121,31 @@ def test_audit_items_and_traffic_reports_reach_the_admin(live_server, client, pr
     review.review_item_out_of_scope(item=third, user=labeler)
     estimate = selectors.audit_estimate(model_version=run.version)
     assert (estimate.reviewed, estimate.correct) == (3, 2)
+
+
+def test_a_worker_process_groups_near_duplicates_with_the_model_that_predicted_them(qcluster, broker, promoted_model, settings):
+    """The grouping task runs in a real qcluster worker: it embeds each new item with the run whose
+    model predicted it and joins near-duplicates (mlcore.grouping) to the first one's group."""
+    import numpy as np
+    from django_q.tasks import async_task
+
+    from mlcore.predictor import Predictor
+    from tests.webapp_fixtures import review_event
+    from webapp.review import services as review
+    from webapp.training.services import artifact_local_copy
+
+    _, _, run = promoted_model
+    texts = ["can you find me a plumber", "could you find me a plumber", "what's the capital of peru", "Can you find me a   plumber"]
+    items = [review.review_item_ingest(event=review_event(text, model_version=run.version))[0] for text in texts]
+    async_task("webapp.review.tasks.review_items_group_task")
+    qcluster.wait_for(lambda: not ReviewItem.objects.filter(grouped=False).exists(), timeout=180,
+                      what=f"the worker to group the review items ({broker[0]} broker)")
+    for item in items:
+        item.refresh_from_db()
+    with artifact_local_copy(run) as path:
+        expected = Predictor.from_file(path).embeddings(texts)
+    stored = np.stack([np.frombuffer(bytes(item.embedding), dtype=np.float32) for item in items])
+    np.testing.assert_allclose(stored, expected, atol=1e-5)  # the run's own encoder, in the worker
+    assert items[3].group_key == items[0].group_key  # identical texts, grouped at ingestion
+    similarity = float(expected[0] @ expected[1])
+    assert (items[1].group_key == items[0].group_key) == (similarity >= settings.REVIEW_GROUP_SIMILARITY), similarity

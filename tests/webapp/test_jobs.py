@@ -101,11 +101,15 @@ def test_the_schedules_follow_the_settings(db, settings):
     drain, sweep = Schedule.objects.get(name="drain review queue"), Schedule.objects.get(name="sweep training jobs")
     assert (drain.minutes, drain.func) == (7, "webapp.review.tasks.review_queue_drain_task")
     assert (sweep.minutes, sweep.func, sweep.repeats) == (3, "webapp.training.tasks.jobs_sweep_task", -1)
+    settings.REVIEW_GROUP_MINUTES = 2
     services.schedules_sync()
     assert Schedule.objects.filter(name__in=["drain review queue", "sweep training jobs"]).count() == 2
+    group = Schedule.objects.get(name="group review items")
+    assert (group.minutes, group.func) == (2, "webapp.review.tasks.review_items_group_task")
 
 
-@pytest.mark.parametrize("name, value", [("REVIEW_DRAIN_MINUTES", "0"), ("TRAINING_SWEEP_MINUTES", "0"), ("PROMOTION_LOCK_SECONDS", "5")])
+@pytest.mark.parametrize("name, value", [("REVIEW_DRAIN_MINUTES", "0"), ("TRAINING_SWEEP_MINUTES", "0"), ("PROMOTION_LOCK_SECONDS", "5"),
+                                         ("REVIEW_GROUP_MINUTES", "0"), ("REVIEW_LEASE_SECONDS", "0"), ("REVIEW_GROUP_SIMILARITY", "1.5")])
 def test_bad_job_settings_stop_the_start(name, value, tmp_path):
     import os
     import subprocess
@@ -115,4 +119,4 @@ def test_bad_job_settings_stop_the_start(name, value, tmp_path):
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", "DEBUG": "1", name: value, "VAR_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    assert out.returncode != 0 and f"{name} must be at least" in out.stderr
+    assert out.returncode != 0 and (f"{name} must be at least" in out.stderr or f"{name} must be above 0 and at most 1" in out.stderr)

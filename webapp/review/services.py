@@ -607,7 +607,8 @@ def review_group_release(*, user: AbstractBaseUser, group_key: str) -> int:
 
 
 def _check_decidable(lead_id: int, user: AbstractBaseUser) -> ReviewItem:
-    lead = ReviewItem.objects.select_for_update().select_related("resolved_by", "leased_by").filter(pk=lead_id).first()
+    # of=self: PostgreSQL cannot lock the nullable side of the outer joins that fetch the two users.
+    lead = ReviewItem.objects.select_for_update(of=("self",)).select_related("resolved_by", "leased_by").filter(pk=lead_id).first()
     if lead is None:
         raise DecisionConflict("This item no longer exists.")
     if lead.status != ReviewItem.Status.PENDING:
