@@ -20,11 +20,6 @@ SCREEN = "/admin/review/reviewitem/label/"
 
 
 @pytest.fixture
-def intents(intent_factory):
-    return {name: intent_factory(name) for name in ("get_news", "play_music", "get_weather")}
-
-
-@pytest.fixture
 def ingest(db):
     def make(text: str, **kwargs) -> ReviewItem:
         return services.review_item_ingest(event=review_event(text, **kwargs))[0]

@@ -19,11 +19,6 @@ QUEUE = "/admin/review/reviewitem/"
 
 
 @pytest.fixture
-def intents(intent_factory):
-    return {name: intent_factory(name) for name in ("get_news", "play_music", "get_weather")}
-
-
-@pytest.fixture
 def database_refuses(db):
     """The database itself refuses to store a review item with this text (a real trigger, so the
     error comes from the database as any DataError would); the test's rollback removes it."""
