@@ -195,17 +195,13 @@ _client = None
 
 
 def _s3():
-    """One S3 client per container (AWS_ENDPOINT_URL_S3 points it at an S3-compatible server).
-    botocore's, not boto3's: boto3 adds nothing used here, and importing it (s3transfer with it)
-    cost 60 to 90 ms of every cold start (BENCHMARKS.md, section 4)."""
+    """One S3 client per container (AWS_ENDPOINT_URL_S3 points it at an S3-compatible server)."""
     global _client
     if _client is None:
-        import botocore.session
-        from botocore.config import Config
+        from serving_aws import aws_client
 
-        config = Config(connect_timeout=S3_CONNECT_TIMEOUT_SECONDS, read_timeout=S3_READ_TIMEOUT_SECONDS,
-                        retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
-        _client = botocore.session.get_session().create_client("s3", config=config)
+        _client = aws_client("s3", connect_timeout=S3_CONNECT_TIMEOUT_SECONDS, read_timeout=S3_READ_TIMEOUT_SECONDS,
+                             retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})
     return _client
 
 

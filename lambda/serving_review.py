@@ -80,14 +80,12 @@ class SqsSink:
     name = "sqs"
 
     def __init__(self, queue_url: str, timeout: float) -> None:
-        import botocore.session  # not boto3: nothing of it is used, and its import slows the cold start
-        from botocore.config import Config
+        from serving_aws import aws_client
 
         self.queue_url = queue_url
         # botocore's own retries would outlast the bound: the router retries within it instead. The
         # timeouts are fixed here, per client: the router's deadline is what bounds each request.
-        config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"})
-        self.client = botocore.session.get_session().create_client("sqs", config=config)
+        self.client = aws_client("sqs", connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"})
 
     def send(self, event: dict[str, Any], timeout: float) -> None:
         try:

@@ -19,7 +19,7 @@ LAMBDA_ROOT = REPO_ROOT / "lambda"
 if str(LAMBDA_ROOT) not in sys.path:
     sys.path.insert(0, str(LAMBDA_ROOT))  # `lambda` is a keyword: its files are top-level modules, as on Lambda
 
-SERVING_MODULES = ("app", "serving_config", "serving_fast_path", "serving_model", "serving_review")
+SERVING_MODULES = ("app", "serving_aws", "serving_config", "serving_fast_path", "serving_model", "serving_review")
 
 
 @pytest.fixture(scope="session")
