@@ -3,7 +3,7 @@
 Migrates the SQLite database, creates the demo users and loads the demo data set, starts a
 django-q2 worker and the Django server, trains and promotes a model through the worker (first
 run only), starts the serving app under uvicorn with its review sink pointed at Django, prints a
-few predictions, the three URLs and the login. Ctrl-C stops everything.
+few predictions, the URLs and the login. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ def main() -> None:
 
     step("running")
     print(f"  admin:    {ADMIN}/admin/   (API docs: {ADMIN}/api/docs/; traffic: {ADMIN}/admin/review/reviewitem/traffic/)")
+    print(f"  labeling: {ADMIN}/admin/review/reviewitem/label/   (the review queue from the keyboard: 1 2 3, o, d, s, u, /)")
     print(f"  serving:  {SERVING}/classify   (POST {{\"text\": ...}}; {SERVING}/docs)")
-    print("  workers:  django-q2 qcluster x2: training runs, and promotions + review drain (ORM broker, SQLite)")
+    print("  workers:  django-q2 qcluster x2: training runs, and promotions + review drain + grouping (ORM broker, SQLite)")
     print(f"  login:    admin, labeler or engineer; password in {VAR.relative_to(ROOT)}/demo/password")
     print("Press Ctrl-C to stop everything.", flush=True)
     while True:
