@@ -123,7 +123,7 @@ def test_audit_items_and_traffic_reports_reach_the_admin(live_server, client, pr
     assert (estimate.reviewed, estimate.correct) == (3, 2)
 
 
-def test_a_worker_process_groups_near_duplicates_with_the_model_that_predicted_them(qcluster, broker, promoted_model, settings):
+def test_a_worker_process_groups_near_duplicates_with_the_model_that_predicted_them(qcluster, broker, labeled_workspace, tiny_options, settings):
     """The grouping task runs in a real qcluster worker: it embeds each new item with the run whose
     model predicted it and joins near-duplicates (mlcore.grouping) to the first one's group."""
     import numpy as np
@@ -132,9 +132,13 @@ def test_a_worker_process_groups_near_duplicates_with_the_model_that_predicted_t
     from mlcore.predictor import Predictor
     from tests.webapp_fixtures import review_event
     from webapp.review import services as review
+    from webapp.training.models import TrainingRun
     from webapp.training.services import artifact_local_copy
 
-    _, _, run = promoted_model
+    # The worker trains the run (with a worker running, the run is its to train: not this process's).
+    run = training.training_run_start(user=make_user(ML_ENGINEERS), options=tiny_options)
+    qcluster.wait_for(lambda: run.refresh_from_db() or run.is_finished, timeout=240, what=f"run #{run.pk} ({broker[0]} broker)")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error_message
     texts = ["can you find me a plumber", "could you find me a plumber", "what's the capital of peru", "Can you find me a   plumber"]
     items = [review.review_item_ingest(event=review_event(text, model_version=run.version))[0] for text in texts]
     async_task("webapp.review.tasks.review_items_group_task")
