@@ -7,6 +7,7 @@ request after it until a model loads (answering 503 with the reason meanwhile).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request models (made by ServingCore) as classes.
+import functools
 import inspect
 import logging
 import time
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from serving_config import ServingSettings
 from serving_core import ServingCore
-from serving_fast_path import EventFastPath, FastPath, LazyApp, LazyHandler
+from serving_fast_path import EventFastPath, FastPath, LazyApp
 from serving_model import ModelStore, ModelUnavailable
 from serving_review import ReviewRouter, build_router
 
@@ -237,6 +238,7 @@ routes = LazyApp(lambda: create_app(settings, store, core=core, fast_path=False)
 app = FastPath(routes, path="/classify", answer=core.answer_classify) if settings.fast_path else routes
 
 
+@functools.cache
 def mangum_handler():
     from mangum import Mangum  # with asyncio: 25 ms of imports that the fast path's first answer does without
 
@@ -244,6 +246,6 @@ def mangum_handler():
 
 
 if settings.fast_path:  # Lambda's HTTP events are answered before Mangum too, which is built when first needed
-    handler = EventFastPath(LazyHandler(mangum_handler), path="/classify", answer=core.answer_classify)
+    handler = EventFastPath(lambda event, context: mangum_handler()(event, context), path="/classify", answer=core.answer_classify)
 else:
     handler = mangum_handler()

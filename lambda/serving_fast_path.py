@@ -114,19 +114,6 @@ class LazyApp:
         return getattr(self.built, name)
 
 
-class LazyHandler:
-    """A Lambda handler built by ``build`` on its first call (Mangum, and asyncio with it)."""
-
-    def __init__(self, build: Callable[[], Callable[[dict, Any], dict]]) -> None:
-        self._build = build
-        self._handler: Callable[[dict, Any], dict] | None = None
-
-    def __call__(self, event: dict, context: Any) -> dict:
-        if self._handler is None:
-            self._handler = self._build()
-        return self._handler(event, context)
-
-
 def route_path(scope: Scope) -> str:
     """The path the app's router matches: without the root path a proxy or API stage put in front."""
     path, root = scope["path"], scope.get("root_path", "")

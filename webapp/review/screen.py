@@ -1,7 +1,7 @@
 """The labeling screen: the review queue one group at a time, decided from the keyboard.
 
-The page (``admin/review/label.html`` and ``review/label.js``) asks for the next group, shows it,
-and posts each decision; the views here are thin and call the services. Answers are JSON: a
+The page (``admin/review/label.html``, with its small inline script) asks for the next group,
+shows it, and posts each decision; the views here are thin and call the services. Answers are JSON: a
 decision someone else made meanwhile is a 409 with a sentence, a bad request a 400 with one.
 """
 
@@ -30,8 +30,8 @@ def _filters(params) -> services.QueueFilters:
 
 
 def _remaining(filters: services.QueueFilters) -> int:
-    return selectors.review_queue(strategy="confidence", predicted_intent=filters.predicted_intent,
-                                  model_version=filters.model_version, reason=filters.reason).count()
+    return selectors.pending_groups(predicted_intent=filters.predicted_intent, model_version=filters.model_version,
+                                    reason=filters.reason).count()
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:

@@ -140,9 +140,9 @@ def with_queue_order(queryset: QuerySet, strategy: str) -> QuerySet:
     return queryset.order_by(*QUEUE_ORDERING[strategy])
 
 
-def review_queue(*, strategy: str, predicted_intent: str = "", model_version: str = "", reason: str | None = None,
-                 exclude_groups: Iterable[str] = ()) -> QuerySet:
-    """The pending groups in the queue's order, one row (the group's first item) per group."""
+def pending_groups(*, predicted_intent: str = "", model_version: str = "", reason: str | None = None,
+                   exclude_groups: Iterable[str] = ()) -> QuerySet:
+    """The pending groups within these filters, one row (the group's first item) per group."""
     leads = ReviewItem.objects.filter(status=ReviewItem.Status.PENDING, id__in=first_of_each_group(ReviewItem.Status.PENDING, reason))
     if predicted_intent:
         leads = leads.filter(predicted_intent=predicted_intent)
@@ -151,7 +151,12 @@ def review_queue(*, strategy: str, predicted_intent: str = "", model_version: st
     exclude_groups = list(exclude_groups)
     if exclude_groups:
         leads = leads.exclude(group_key__in=exclude_groups)
-    return with_queue_order(leads, strategy)
+    return leads
+
+
+def review_queue(*, strategy: str, **filters) -> QuerySet:
+    """The pending groups (``pending_groups``' filters) in the queue's order."""
+    return with_queue_order(pending_groups(**filters), strategy)
 
 
 def leased_groups(*, other_than) -> QuerySet:

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Min, QuerySet
+from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -28,7 +28,8 @@ from webapp.labeling import services as labeling
 from webapp.labeling.models import Intent, Utterance, text_key
 from webapp.labeling.services import strip_unstorable
 from webapp.review.models import ReviewDecision, ReviewItem, TrafficReport
-from webapp.review.selectors import audit_estimates
+from webapp.review import selectors
+from webapp.review.selectors import DECIDED, audit_estimates
 
 logger = logging.getLogger(__name__)
 UNDELIVERED_EVENT = "review_event_undelivered"  # the log line the serving app writes for a lost event
@@ -491,9 +492,10 @@ def review_items_group(*, similarity: float | None = None, limit: int = 2000) ->
             counts["not_embeddable"] += len(items)
             continue
         vectors = predictor.embeddings([item.text for item in items])
+        for item, vector in zip(items, vectors):
+            item.embedding, item.grouped = vector.astype(np.float32).tobytes(), True
         with transaction.atomic():
-            for item, vector in zip(items, vectors):
-                ReviewItem.objects.filter(id=item.id).update(embedding=vector.astype(np.float32).tobytes(), grouped=True)
+            ReviewItem.objects.bulk_update(items, ["embedding", "grouped"], batch_size=500)
             counts["embedded"] += len(items)
             counts["joined"] += _join_groups(version, items, vectors, similarity)
     return counts
@@ -522,7 +524,7 @@ def _join_groups(version: str, items: list[ReviewItem], vectors, similarity: flo
     unit_keys = list(units)
     if not unit_keys:
         return 0
-    matrix = np.vstack([*leader_vectors, *(vectors[units[key]] for key in unit_keys)]) if leader_vectors else vectors[[units[k] for k in unit_keys]]
+    matrix = np.vstack([*leader_vectors, *(vectors[units[key]] for key in unit_keys)])
     keys = leader_keys + unit_keys
     assignment = leader_groups(matrix, similarity, leaders=len(leader_keys))
     joined = 0
@@ -533,7 +535,7 @@ def _join_groups(version: str, items: list[ReviewItem], vectors, similarity: flo
     return joined
 
 
-def review_group_take_out(*, item: ReviewItem, text_keys: Iterable[str], user: AbstractBaseUser | None) -> int:
+def review_group_take_out(*, item: ReviewItem, text_keys: Iterable[str]) -> int:
     """Take the pending items with these texts out of the item's group (a reviewer found they mean
     something else): they form a group of their own per text, and are never grouped again."""
     moved = 0
@@ -553,7 +555,6 @@ class DecisionConflict(Exception):
 
 
 DECISIONS = ("accept", "label", "out_of_scope", "dismiss")
-DECIDED_STATUSES = (ReviewItem.Status.LABELED, ReviewItem.Status.OUT_OF_SCOPE)
 
 
 @dataclass(frozen=True)
@@ -563,9 +564,7 @@ class QueueFilters:
     reason: str | None = ReviewItem.Reason.LOW_CONFIDENCE
 
 
-def _lease_filter(user: AbstractBaseUser):
-    from django.db.models import Q
-
+def _lease_filter(user: AbstractBaseUser) -> Q:
     return Q(leased_until__isnull=True) | Q(leased_until__lte=timezone.now()) | Q(leased_by=user)
 
 
@@ -574,8 +573,6 @@ def review_group_lease(*, user: AbstractBaseUser, filters: QueueFilters, skipped
     """The first group of the queue (in REVIEW_STRATEGY's order, within ``filters``) that no other
     reviewer holds and this one has not skipped, leased to ``user`` for REVIEW_LEASE_SECONDS; its
     first item is returned. ``prefer``: a group key to take first if it is still free (after an undo)."""
-    from webapp.review import selectors
-
     skipped = list(skipped)
     for _ in range(20):  # another reviewer may claim the candidate between the read and the write
         lead = None
@@ -631,7 +628,7 @@ def review_group_decide(*, user: AbstractBaseUser, lead_id: int, decision: str, 
         raise ValidationError({"decision": f"must be one of {', '.join(DECISIONS)}, got {str(decision)[:40]!r}."})
     with transaction.atomic():
         lead = _check_decidable(lead_id, user)
-        review_group_take_out(item=lead, text_keys=take_out, user=user)
+        review_group_take_out(item=lead, text_keys=take_out)
         if decision == "accept":
             resolution = review_item_accept(item=lead, user=user)
         elif decision == "label":
@@ -667,10 +664,10 @@ def review_decision_undo(*, user: AbstractBaseUser, decision_id: int) -> ReviewD
                      leased_by=user, leased_until=until)
         # An utterance a later decision reused (another copy of the text) stays: that decision still stands.
         created = Utterance.objects.filter(id__in=decision.created_utterance_ids, intent__name=decision.intent)
-        for utterance in created.exclude(review_items__status__in=DECIDED_STATUSES):
+        for utterance in created.exclude(review_items__status__in=DECIDED):
             labeling.utterance_delete(utterance=utterance, user=user)
         labeled = Utterance.objects.filter(id__in=decision.labeled_utterance_ids, intent__name=decision.intent)
-        for utterance in labeled.exclude(review_items__status__in=DECIDED_STATUSES):
+        for utterance in labeled.exclude(review_items__status__in=DECIDED):
             labeling.utterance_update(utterance=utterance, user=user, intent=None)
         decision.undone_at = timezone.now()
         decision.save(update_fields=["undone_at"])
