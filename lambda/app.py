@@ -227,6 +227,7 @@ def jsonable(errors: list[dict]) -> list[dict]:
 
 
 settings = ServingSettings()
+logging.getLogger().setLevel(settings.log_level)
 store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds, threads=settings.inference_threads,
                    load_wait_seconds=settings.model_load_wait_seconds)
 if settings.preload_model:

@@ -8,7 +8,7 @@ of every cold start (BENCHMARKS.md, section 4) for what these few lines do.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,8 +37,13 @@ class ServingSettings(BaseModel):
     max_text_chars: int = Field(default=1000, ge=1, le=100_000)
     max_batch_size: int = Field(default=64, ge=1, le=10_000)
     log_text: bool = False
-    # Lambda gives vCPUs in proportion to memory; inference should use them all, no more.
-    inference_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # onnxruntime's (or torch's) intra-op threads. By default the cores shared out among the server's
+    # processes: on Lambda one process, so all the vCPUs it gives (in proportion to memory); under
+    # uvicorn --workers N (WEB_CONCURRENCY=N) the cores over N. One process per core with one thread
+    # each served twice the requests of one process with every core (BENCHMARKS.md, section 4).
+    inference_threads: int = Field(default_factory=lambda: default_inference_threads(os.environ), ge=1, le=256)
+    # The level of the serving logs (the one JSON line per request is INFO; WARNING turns it off).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # Load the model at import, so Lambda's init phase (and a SnapStart snapshot) pays for it.
     preload_model: bool = True
     # Answer POST /classify's ordinary case without FastAPI's per-request machinery
@@ -75,9 +80,24 @@ class ServingSettings(BaseModel):
             raise ValueError("REVIEW_SINK=sqs needs REVIEW_QUEUE_URL")
         return self
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def upper_case_level(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def split_keys(cls, value):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+
+def default_inference_threads(environment: Mapping[str, str]) -> int:
+    """The CPU count over the number of server processes: uvicorn starts WEB_CONCURRENCY workers
+    (its default for --workers), each with its own model and thread pool. More threads than cores
+    in all would only make them wait for each other."""
+    workers = environment.get("WEB_CONCURRENCY", "1")
+    if not workers.isdigit() or int(workers) < 1:
+        raise ValueError(f"WEB_CONCURRENCY must be a whole number of processes, at least 1, got {workers!r}")
+    return max(1, (os.cpu_count() or 1) // int(workers))

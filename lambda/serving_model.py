@@ -144,10 +144,9 @@ class ModelStore:
         if is_s3_uri(self.uri):
             bucket, key = _split_s3(self.uri)
             try:
-                head = _s3().head_object(Bucket=bucket, Key=key)
+                return _s3_etag(bucket, key)
             except Exception as exc:  # botocore raises many kinds; all mean "not reachable now"
                 raise ModelUnavailable(f"the model at {self.uri} cannot be reached: {_short(exc)}") from None
-            return head["ETag"]
         try:
             stat = os.stat(self.uri)
         except OSError:
@@ -162,9 +161,8 @@ class ModelStore:
             local = Path(folder) / Path(key).name
             try:
                 # One GET, streamed to /tmp (s3transfer's download_file adds a HEAD and threads).
-                body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
                 with local.open("wb") as handle:
-                    for chunk in body.iter_chunks(1 << 20):
+                    for chunk in _s3_chunks(bucket, key):
                         handle.write(chunk)
             except Exception as exc:
                 raise ModelUnavailable(f"the model at {self.uri} cannot be downloaded: {_short(exc)}") from None
@@ -192,6 +190,37 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 
 _client = None
+CHUNK_BYTES = 1 << 20
+
+
+def _s3_etag(bucket: str, key: str) -> str:
+    """The object's ETag: a HEAD signed here with the environment's credentials (as on Lambda),
+    else through botocore (serving_aws says why)."""
+    from serving_aws import environment_credentials, s3_request
+
+    credentials = environment_credentials()
+    if credentials is None:
+        return _s3().head_object(Bucket=bucket, Key=key)["ETag"]
+    with s3_request("HEAD", bucket, key, credentials=credentials, **_s3_limits()) as response:
+        return response.getheader("ETag", "")
+
+
+def _s3_chunks(bucket: str, key: str):
+    """The object's bytes, a chunk at a time, read as _s3_etag reads its ETag."""
+    from serving_aws import environment_credentials, s3_request
+
+    credentials = environment_credentials()
+    if credentials is None:
+        yield from _s3().get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(CHUNK_BYTES)
+        return
+    with s3_request("GET", bucket, key, credentials=credentials, **_s3_limits()) as response:
+        while chunk := response.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _s3_limits() -> dict:
+    # Read when called: tests shorten the timeouts.
+    return {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "read_timeout": S3_READ_TIMEOUT_SECONDS, "attempts": S3_MAX_ATTEMPTS}
 
 
 def _s3():

@@ -186,6 +186,41 @@ def test_each_log_line_carries_the_lambda_request_id_and_the_cold_start_flag(fre
     assert {r["request_id"] for r in records} == {FakeContext.aws_request_id}
 
 
+def test_log_level_warning_turns_the_request_line_off(fresh_app_module, model_file, caplog):
+    from tests.serving.events import FakeContext, http_api_v2
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        module = fresh_app_module(MODEL_URI=model_file, LOG_LEVEL="warning")
+        assert module.handler(http_api_v2("POST", "/classify", {"text": "play some jazz"}), FakeContext())["statusCode"] == 200
+        assert [r for r in caplog.records if r.name == "serving.request"] == []
+        assert module.settings.log_level == "WARNING"
+    finally:
+        root.setLevel(level)
+
+
+def test_inference_threads_share_the_cores_among_uvicorn_workers(monkeypatch):
+    import os
+
+    from serving_config import ServingSettings
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("INFERENCE_THREADS", raising=False)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    assert ServingSettings().inference_threads == 8  # Lambda: one process, every vCPU
+    for workers, threads in (("2", 4), ("3", 2), ("8", 1), ("16", 1)):
+        monkeypatch.setenv("WEB_CONCURRENCY", workers)
+        assert ServingSettings().inference_threads == threads
+    monkeypatch.setenv("INFERENCE_THREADS", "3")
+    assert ServingSettings().inference_threads == 3  # set, it wins
+    monkeypatch.delenv("INFERENCE_THREADS")
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv("WEB_CONCURRENCY", bad)
+        with pytest.raises(ValueError, match="WEB_CONCURRENCY must be a whole number"):
+            ServingSettings()
+
+
 @pytest.mark.parametrize("payload", [b"", b"null", b"[]", b'{"text": {"a": 1}}', b'{"text": 1e400}', "ü".encode("latin-1")])
 def test_no_input_produces_a_500(client, payload):
     response = client.post("/classify", content=payload, headers={"content-type": "application/json"})
@@ -214,7 +249,7 @@ def test_bad_settings_fail_at_start(monkeypatch):
 
     from serving_config import ServingSettings
 
-    for name, value in [("CONFIDENCE_THRESHOLD", "1.5"), ("MODEL_REFRESH_SECONDS", "-1"), ("MAX_BATCH_SIZE", "zero")]:
+    for name, value in [("CONFIDENCE_THRESHOLD", "1.5"), ("MODEL_REFRESH_SECONDS", "-1"), ("MAX_BATCH_SIZE", "zero"), ("LOG_LEVEL", "loud")]:
         monkeypatch.setenv(name, value)
         with pytest.raises(ValidationError, match=name.lower()):
             ServingSettings()
