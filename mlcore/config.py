@@ -36,6 +36,8 @@ class TrainConfig:
     # "centroid": the classifier starts as the nearest-class-mean of the encoder's sentence embeddings.
     head_init: Literal["centroid", "random"] = "centroid"
     dropout: float = 0.1
+    # The share of each target spread over the other intents (0: plain cross-entropy).
+    label_smoothing: float = 0.0
     validation_fraction: float = 0.1
     # CLINC's out-of-scope training rows: "threshold" uses them only to tune the confidence threshold,
     # "class" trains them as one more intent named "oos".
@@ -54,6 +56,8 @@ class TrainConfig:
         _require(_is_number(self.weight_decay) and 0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
         _require(_is_number(self.warmup) and 0 <= self.warmup < 1, f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
         _require(_is_number(self.dropout) and 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout!r}")
+        _require(_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+                 f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         _require(
             _is_number(self.validation_fraction) and 0 < self.validation_fraction < 0.5,
             f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}",

@@ -165,6 +165,7 @@ def train(
         num_train_epochs=epochs,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
+        label_smoothing_factor=config.label_smoothing,
         warmup_steps=config.warmup,  # a fraction of the total steps in this transformers release
         lr_scheduler_type="linear",
         seed=config.seed,

@@ -12,7 +12,7 @@ from mlcore.train import resolve_device
     [
         ("epochs", 0), ("epochs", 2.5), ("batch_size", 0), ("learning_rate", 0.0), ("learning_rate", float("nan")),
         ("warmup", 1.0), ("max_length", 4), ("device", "tpu"), ("validation_fraction", 0.9), ("head_init", "zeros"),
-        ("oos_mode", "ignore"), ("base_model", " "), ("seed", -1), ("epochs", True),
+        ("oos_mode", "ignore"), ("base_model", " "), ("seed", -1), ("epochs", True), ("label_smoothing", 1.0), ("label_smoothing", -0.1),
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(field, value):

@@ -92,3 +92,19 @@ def test_the_torch_backend_never_imports_the_training_stack(tiny_artifact):
             "print('datasets' in sys.modules, 'transformers.trainer' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, tiny_artifact], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_label_smoothing_reaches_the_loss(tiny_config, tiny_result, demo_data):
+    """Heavy smoothing trains the logits closer together than plain cross-entropy does."""
+    import torch
+
+    smoothed = train(TrainConfig(**{**tiny_config.to_dict(), "label_smoothing": 0.9}), demo_data)
+    texts = [e.text for e in demo_data.train[:40]]
+
+    def spread(result):
+        batch = result.tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = result.model.eval()(**batch)["logits"]
+        return float((logits.max(dim=1).values - logits.mean(dim=1)).mean())
+
+    assert spread(smoothed) < 0.5 * spread(tiny_result)
