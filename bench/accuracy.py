@@ -66,12 +66,24 @@ def main() -> None:
           f"{training.get('train_seconds', 0):.0f} s, {training.get('examples_per_second', 0):.1f} examples/s"
           + (f"; whole training call {fresh['wall_seconds']:.0f} s, peak RSS {fresh['peak_rss_gb']:.2f} GB" if fresh else
              " (recorded in the artifact when it was trained)") + "\n")
+    # The review rule the model serves with: its in-scope score (the default recipe) or the probability.
+    oos_score = artifact["train_config"].get("oos_score", "probability").replace("+", " + ")
+    score = f"in-scope score ({oos_score})" if report.get("rule") == "in_scope_score" else "max probability"
     rows = [
         ("in-scope accuracy", report["accuracy"], *REFERENCES["accuracy"]),
         ("macro-F1", report["macro_f1"]),
-        (f"out-of-scope recall at the recommended threshold ({report['threshold']:.2f})", report["oos_recall"], *REFERENCES["oos_recall"]),
+        (f"out-of-scope recall at the recommended threshold ({score} < {report['threshold']:.2f})", report["oos_recall"], *REFERENCES["oos_recall"]),
         ("in-scope queries below the threshold (sent to review)", report["in_scope_review_rate"]),
-        ("OOS AUROC (max probability, in-scope against out-of-scope)", report["oos_auroc"]),
+        (f"OOS AUROC ({score}, in-scope against out-of-scope)", report["oos_auroc"]),
+    ]
+    if "confidence_rule" in report:
+        by_probability = report["confidence_rule"]
+        rows += [
+            (f"the probability rule beside it: out-of-scope recall (max probability < {by_probability['threshold']:.2f})", by_probability["oos_recall"]),
+            ("the probability rule: in-scope queries sent to review", by_probability["in_scope_review_rate"]),
+            ("the probability rule: OOS AUROC (max probability)", by_probability["oos_auroc"]),
+        ]
+    rows += [
         ("ECE before temperature scaling", report["ece_uncalibrated"]),
         (f"ECE after temperature scaling (T = {report['temperature']:.3f})", report["ece"]),
     ]

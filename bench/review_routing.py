@@ -27,7 +27,7 @@ def routed_share(predictor: OnnxPredictor, texts: list[str], router: ReviewRoute
     routed = 0
     for prediction in predictor.predict(texts):
         second = prediction.distribution[1][1] if len(prediction.distribution) > 1 else 0.0
-        routed += router.needs_review(prediction.confidence, second, predictor.threshold)
+        routed += router.needs_review(prediction.low_confidence, prediction.confidence, second)
     return routed / len(texts)
 
 
@@ -41,9 +41,10 @@ def main() -> None:
         predictor = OnnxPredictor.from_file(export_onnx(args.model, Path(folder) / "model.onnx"))
     in_scope, out_of_scope = [e.text for e in data.test], [e.text for e in data.oos_test]
     print(header("Review routing"))
-    print(f"Recommended threshold of the model: {predictor.threshold:.2f}.\n")
+    rule, threshold = predictor.rule()
+    print(f"The model's review rule: {rule} < {threshold:.2f}.\n")
     print("| rule | out-of-scope test queries sent to review | in-scope test queries sent to review |\n| --- | --- | --- |")
-    for name, margin in ((f"confidence < {predictor.threshold:.2f}", None), (f"... or top-two margin < {args.margin}", args.margin)):
+    for name, margin in ((f"{rule} < {threshold:.2f}", None), (f"... or top-two margin < {args.margin}", args.margin)):
         router = ReviewRouter(None, bound_seconds=0.2, retries=0, ambiguity_margin=margin)
         print(f"| {name} | {routed_share(predictor, out_of_scope, router):.4f} ({len(out_of_scope)}) | "
               f"{routed_share(predictor, in_scope, router):.4f} ({len(in_scope)}) |")

@@ -53,7 +53,7 @@ def timed(*calls, iterations: int, warmup: int = 30) -> list[dict[str, float]]:
     return [percentiles(bucket) for bucket in samples]
 
 
-def bare_calls_in_turns(paths: list[Path], iterations: int, rounds: int = 5) -> list[dict[str, float]]:
+def bare_calls_in_turns(paths: list[Path], iterations: int, rounds: int = 5, method: str = "probabilities") -> list[dict[str, float]]:
     """The bare model call of each export, timed alone in a tight loop, the models taking turns
     (a, b, c, a, b, c, ...: a slow spell of this shared host falls on all alike). One onnxruntime
     session at a time: another one's thread pool, spinning after its own calls, would take a core."""
@@ -65,11 +65,12 @@ def bare_calls_in_turns(paths: list[Path], iterations: int, rounds: int = 5) -> 
     for _ in range(rounds):
         for path, bucket in zip(paths, samples):
             predictor = OnnxPredictor.from_file(path)
+            call = getattr(predictor, method)
             for _ in range(30):
-                predictor.probabilities([TEXT])
+                call([TEXT])
             for _ in range(max(1, iterations // rounds)):
                 started = time.perf_counter()
-                predictor.probabilities([TEXT])
+                call([TEXT])
                 bucket.append(time.perf_counter() - started)
             del predictor
             gc.collect()
@@ -214,6 +215,10 @@ def accuracy_of_both(fp32_path: Path, int8_path: Path, data_path: Path) -> dict:
     check = check_quantized(fp32, int8, {"validation": ([e.text for e in data.val], [e.intent for e in data.val]),
                                          "test": ([e.text for e in data.test], [e.intent for e in data.test])})
     int8.temperature = check.temperature_int8
+    if check.in_scope_scorer_int8:  # as a promotion rewrites it
+        from mlcore.ood import InScopeScorer
+
+        int8.scorer = InScopeScorer.from_dict(check.in_scope_scorer_int8)
     reports = {name: evaluate_predictor(predictor, data.test, data.oos_test) for name, predictor in (("fp32", fp32), ("int8", int8))}
     return {"check": check.to_dict(), **{name: {k: r.get(k) for k in ("accuracy", "oos_auroc", "ece", "oos_recall")} for name, r in reports.items()}}
 

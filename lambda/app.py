@@ -35,9 +35,13 @@ class IntentProbability(BaseModel):
 
 class Classification(BaseModel):
     intent: str
-    confidence: float
+    confidence: float = Field(description="The calibrated probability of the intent.")
     distribution: list[IntentProbability]
-    low_confidence: bool
+    low_confidence: bool = Field(description="The rule's figure is under the threshold: the prediction was sent to review.")
+    in_scope_score: float | None = Field(description=(
+        "How in scope the text looks, in [0, 1]: the share of the model's in-scope validation texts that looked less so "
+        "(its logits and its distance to the nearest intent's examples). Null for a model without it."))
+    rule: Literal["in_scope_score", "confidence"] = Field(description="Which figure the threshold applies to.")
     threshold: float
     model_version: str
     prediction_id: str
@@ -84,8 +88,9 @@ class Health(BaseModel):
 class ModelInfo(BaseModel):
     model_version: str
     intents: list[str]
-    threshold: float
-    recommended_threshold: float
+    rule: Literal["in_scope_score", "confidence"] = Field(description="Which figure decides low confidence.")
+    threshold: float = Field(description="The threshold the rule applies (an override, or the model's own).")
+    recommended_threshold: float = Field(description="The model's own threshold for the rule.")
     temperature: float
     base_model: str | None
     created_at: str | None
@@ -186,11 +191,13 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
     async def model_info() -> Response:
         predictor = model().predictor
         info = describe(predictor)
+        rule, threshold = core.rule(predictor)
         return json_response({
             "model_version": predictor.version,
             "intents": predictor.labels,
-            "threshold": core.threshold(predictor),
-            "recommended_threshold": predictor.threshold,
+            "rule": rule,
+            "threshold": threshold,
+            "recommended_threshold": predictor.rule(None if rule == "in_scope_score" else predictor.threshold)[1],
             "temperature": predictor.temperature,
             **info,
         })
@@ -207,7 +214,7 @@ def no_telemetry(fastapi_class) -> dict:
     return {}
 
 
-HEADLINE = ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")
+HEADLINE = ("examples", "accuracy", "macro_f1", "ece", "rule", "in_scope_review_rate", "oos_recall", "oos_auroc")
 
 
 def describe(predictor) -> dict:

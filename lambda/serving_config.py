@@ -25,8 +25,11 @@ class ServingSettings(BaseModel):
     # A local path or s3://bucket/key: the ONNX export "Promote to production" publishes (model.onnx),
     # or a .pt artifact (served with torch, for development).
     model_uri: str = Field(default="var/serving/model.onnx", min_length=1)
-    # Overrides the artifact's recommended threshold (the original design used 0.7).
+    # Imposes the calibrated-probability rule with this threshold (the original design used 0.7),
+    # even for a model with an in-scope score.
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Overrides the threshold of a model's in-scope score: the share of in-scope traffic sent to review.
+    in_scope_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # How often to check whether the promoted model changed (a stat, or an S3 HEAD); 0 checks on every request.
     model_refresh_seconds: float = Field(default=60.0, ge=0.0)
     # How long a request waits for the first model load before answering 503 (the load goes on in

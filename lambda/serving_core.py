@@ -98,28 +98,38 @@ class ServingCore:
         matches = [hmac.compare_digest((supplied or "").encode(), key.encode()) for key in self.settings.api_keys]
         return any(matches)
 
-    def threshold(self, predictor) -> float:
-        return self.settings.confidence_threshold if self.settings.confidence_threshold is not None else predictor.threshold
+    def rule(self, predictor) -> tuple[str, float]:
+        """What sends a prediction to review, and under which threshold: the model's in-scope score
+        (IN_SCOPE_THRESHOLD overrides its threshold) unless CONFIDENCE_THRESHOLD imposes the
+        calibrated probability; a model without the score always uses the probability."""
+        rule, threshold = predictor.rule(self.settings.confidence_threshold)
+        if rule == "in_scope_score" and self.settings.in_scope_threshold is not None:
+            threshold = self.settings.in_scope_threshold
+        return rule, threshold
 
     def classify_texts(self, predictor, texts: list[str]) -> list[dict]:
         """Plain dicts, serialised once: building and re-validating a pydantic model per intent
         of every answer would cost more than the model call on the serving path."""
-        threshold, router = self.threshold(predictor), self.router
+        (rule, threshold), router = self.rule(predictor), self.router
+        probabilities, scores = predictor.answer(texts)
+        shares = [None] * len(texts) if scores is None else scores.tolist()
         results, review = [], []
-        for text, row in zip(texts, predictor.probabilities(texts)):
+        for text, row, share in zip(texts, probabilities, shares):
             distribution = ranked_distribution(row, predictor.labels)
             confidence = distribution[0]["probability"]
+            low_confidence = (share if rule == "in_scope_score" else confidence) < threshold
             result = {
                 "intent": distribution[0]["intent"], "confidence": confidence, "distribution": distribution,
-                "low_confidence": confidence < threshold, "threshold": threshold, "model_version": predictor.version,
-                "prediction_id": str(uuid.uuid4()),
+                "low_confidence": low_confidence, "in_scope_score": share, "rule": rule, "threshold": threshold,
+                "model_version": predictor.version, "prediction_id": str(uuid.uuid4()),
             }
             results.append(result)
             second = distribution[1]["probability"] if len(distribution) > 1 else 0.0
-            reason = router.review_reason(confidence=confidence, second=second, threshold=threshold, model_version=predictor.version)
+            reason = router.review_reason(low_confidence=low_confidence, confidence=confidence, second=second, model_version=predictor.version)
             if reason is not None:
                 review.append(router.event(prediction_id=result["prediction_id"], text=text, distribution=distribution,
-                                           model_version=predictor.version, threshold=threshold, reason=reason))
+                                           model_version=predictor.version, threshold=threshold, reason=reason, rule=rule,
+                                           in_scope_score=share))
         router.submit(review)  # bounded by REVIEW_TIMEOUT_MS; never raises
         return results
 

@@ -150,12 +150,14 @@ class ReviewRouter:
         self.delivered = 0
         self.undelivered = 0
 
-    def needs_review(self, confidence: float, second: float, threshold: float) -> bool:
-        if confidence < threshold:
+    def needs_review(self, low_confidence: bool, confidence: float, second: float) -> bool:
+        """Low in confidence by the serving rule (ServingCore.rule), or, with REVIEW_AMBIGUITY_MARGIN,
+        a top intent too close to the second."""
+        if low_confidence:
             return True
         return self.margin is not None and confidence - second < self.margin
 
-    def review_reason(self, *, confidence: float, second: float, threshold: float, model_version: str) -> str | None:
+    def review_reason(self, *, low_confidence: bool, confidence: float, second: float, model_version: str) -> str | None:
         """Why this prediction goes to the queue (AUDIT or LOW_CONFIDENCE), or None; counts it.
 
         The audit draw comes first and ignores the confidence, so the audit sample stays a uniform
@@ -163,17 +165,18 @@ class ReviewRouter:
         if self.sink is None:
             return None
         audited = self.audit_rate > 0 and self.rng.random() < self.audit_rate
-        self.traffic.count(model_version=model_version, low_confidence=confidence < threshold, audited=audited)
+        self.traffic.count(model_version=model_version, low_confidence=low_confidence, audited=audited)
         if audited:
             return AUDIT
-        return LOW_CONFIDENCE if self.needs_review(confidence, second, threshold) else None
+        return LOW_CONFIDENCE if self.needs_review(low_confidence, confidence, second) else None
 
     @staticmethod
     def event(*, prediction_id: str, text: str, distribution: list[dict[str, Any]], model_version: str, threshold: float,
-              reason: str = LOW_CONFIDENCE) -> dict[str, Any]:
+              reason: str = LOW_CONFIDENCE, rule: str = "confidence", in_scope_score: float | None = None) -> dict[str, Any]:
         return {
             "prediction_id": prediction_id, "text": text, "distribution": distribution, "model_version": model_version,
-            "threshold": threshold, "reason": reason, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "threshold": threshold, "rule": rule, "in_scope_score": in_scope_score, "reason": reason,
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         }
 
     def submit(self, events: list[dict[str, Any]]) -> None:

@@ -51,8 +51,13 @@ def build_artifact(
     train_config: dict[str, Any],
     metrics: dict[str, Any],
     dataset_fingerprint: str,
+    in_scope_rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the artifact dict. Metadata goes through JSON so only plain types remain."""
+    """Assemble the artifact dict. Metadata goes through JSON so only plain types remain.
+
+    ``in_scope_rule`` (optional: older artifacts and probability-rule runs have none) holds the
+    in-scope score's two tensors (``projection``, ``projected_means``) and its ``scorer`` (plain
+    types, mlcore.ood.InScopeScorer.to_dict)."""
     plain = json.loads(json.dumps({
         "base_model": base_model, "model_config": model_config, "labels": list(labels), "tokenizer": tokenizer,
         "max_length": int(max_length), "temperature": float(temperature), "threshold": float(threshold),
@@ -65,6 +70,11 @@ def build_artifact(
         "state_dict": {name: tensor.detach().to("cpu").contiguous() for name, tensor in state_dict.items()},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
+        **({"in_scope_rule": {
+            "projection": in_scope_rule["projection"].detach().to("cpu", torch.float32).contiguous(),
+            "projected_means": in_scope_rule["projected_means"].detach().to("cpu", torch.float32).contiguous(),
+            "scorer": json.loads(json.dumps(in_scope_rule["scorer"])),
+        }} if in_scope_rule is not None else {}),
     }
 
 
@@ -119,4 +129,8 @@ def check_artifact(artifact: Any, *, source: str) -> dict[str, Any]:
         raise ArtifactError(f"{source} has a malformed state dict.")
     if not isinstance(artifact["labels"], list) or len(artifact["labels"]) < 2:
         raise ArtifactError(f"{source} must list at least two intents.")
+    rule = artifact.get("in_scope_rule")
+    if rule is not None and not (isinstance(rule, dict) and isinstance(rule.get("projection"), torch.Tensor)
+                                 and isinstance(rule.get("projected_means"), torch.Tensor) and isinstance(rule.get("scorer"), dict)):
+        raise ArtifactError(f"{source} has a malformed in-scope rule.")
     return artifact

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from mlcore.config import DEVICES, HEAD_INITS, OOS_MODES, TrainConfig
+from mlcore.config import DEVICES, HEAD_INITS, OOS_MODES, OOS_SCORES, TrainConfig
 from mlcore.errors import MlcoreError
 
 EXIT_BAD_INPUT = 2
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-mixed-precision", action="store_true", help="train in fp32 on CUDA too")
     train.add_argument("--head-init", choices=HEAD_INITS, default=defaults.head_init)
     train.add_argument("--oos-mode", choices=OOS_MODES, default=defaults.oos_mode, help="out-of-scope rows tune the threshold, or train as a class")
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="share of each target spread over the other intents")
+    train.add_argument("--oos-score", choices=OOS_SCORES, default=defaults.oos_score,
+                       help="what sends a prediction to review: an in-scope score, or the calibrated probability")
+    train.add_argument("--review-budget", type=float, default=defaults.review_budget,
+                       help="with the in-scope score: the share of in-scope traffic sent to review")
     train.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     train.add_argument("--intents", help="comma-separated intents to keep (a slice of a larger set)")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
@@ -80,6 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed,
         max_length=args.max_length, device=args.device, mixed_precision=not args.no_mixed_precision,
         head_init=args.head_init, oos_mode=args.oos_mode, validation_fraction=args.validation_fraction,
+        label_smoothing=args.label_smoothing, oos_score=args.oos_score, review_budget=args.review_budget,
     )
     data = load_labeled_data(args.data)
     if args.intents:
@@ -138,8 +144,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"text": t, **p.to_dict()} for t, p in zip(args.texts, predictions)]))
         return 0
+    rule, threshold = predictor.rule()
     for text, prediction in zip(args.texts, predictions):
-        flag = "  (low confidence: below %.2f)" % predictor.threshold if prediction.low_confidence else ""
+        figure = "in-scope score %.3f" % prediction.in_scope_score if rule == "in_scope_score" else "confidence"
+        flag = f"  (low confidence: {figure} below {threshold:.2f})" if prediction.low_confidence else ""
         print(f"{text!r} -> {prediction.intent} {prediction.confidence:.3f}{flag}")
         for intent, probability in prediction.distribution[: args.top]:
             print(f"    {probability:7.3f}  {intent}")
@@ -158,7 +166,7 @@ def _metrics_table(reports: dict[str, dict]) -> str:
     rows = [
         ("examples", "examples", "{:d}"), ("accuracy", "accuracy", "{:.4f}"), ("macro-F1", "macro_f1", "{:.4f}"),
         ("ECE before calibration", "ece_uncalibrated", "{:.4f}"), ("ECE after calibration", "ece", "{:.4f}"),
-        ("temperature", "temperature", "{:.3f}"), ("threshold", "threshold", "{:.2f}"),
+        ("temperature", "temperature", "{:.3f}"), ("review rule", "rule", "{}"), ("threshold", "threshold", "{:.2f}"),
         ("in-scope sent to review", "in_scope_review_rate", "{:.4f}"),
         ("out-of-scope examples", "oos_examples", "{:d}"), ("out-of-scope recall", "oos_recall", "{:.4f}"),
         ("out-of-scope AUROC", "oos_auroc", "{:.4f}"),

@@ -78,3 +78,22 @@ def build_encoder_from_config(model_config: dict[str, Any]) -> nn.Module:
     model_type = config.pop("model_type")
     encoder_config = AutoConfig.for_model(model_type, **config)
     return AutoModel.from_config(encoder_config, add_pooling_layer=False) if model_type == "bert" else AutoModel.from_config(encoder_config)
+
+
+class MahalanobisDistance(nn.Module):
+    """The smallest Mahalanobis distance of a sentence embedding (L2-normalised) to a class mean, with
+    one covariance shared by the classes (Lee et al., 2018): the embedding part of the in-scope score
+    (mlcore.ood). The precision matrix is stored factored, P = W Wᵀ, so the distance is a squared
+    Euclidean one after one projection: |xW − mW|². It runs inside the ONNX graph as well."""
+
+    def __init__(self, projection: torch.Tensor, projected_means: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("ood_projection", projection.float())
+        self.register_buffer("ood_means", projected_means.float())
+        self.register_buffer("ood_means_norm", (projected_means.float() ** 2).sum(dim=1))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        unit = embeddings / embeddings.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        projected = unit @ self.ood_projection
+        squared = (projected * projected).sum(dim=1, keepdim=True) - 2 * projected @ self.ood_means.T + self.ood_means_norm
+        return squared.min(dim=1).values

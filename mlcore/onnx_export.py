@@ -16,20 +16,25 @@ import torch
 
 from mlcore.artifact import file_sha256
 from mlcore.files import atomic_write
+from mlcore.onnx_predictor import DISTANCE_OUTPUT
 from mlcore.predictor import Predictor
 
 METADATA_KEY = "intentflow"
 OPSET = 17
 
 
-class _Logits(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, with_token_types: bool) -> None:
+class _Outputs(torch.nn.Module):
+    """The logits and, for an artifact with an in-scope rule, the Mahalanobis distance (output
+    ``in_scope_distance``), computed in the graph from the statistics the artifact carries."""
+
+    def __init__(self, predictor: Predictor, with_token_types: bool) -> None:
         super().__init__()
-        self.model, self.with_token_types = model, with_token_types
+        self.model, self.distance, self.with_token_types = predictor.model, predictor.distance, with_token_types
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"token_type_ids": token_type_ids} if self.with_token_types else {}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)["logits"]
+        embedded = self.model.embed(input_ids, attention_mask, token_type_ids if self.with_token_types else None)
+        logits = self.model.classifier(embedded)
+        return logits if self.distance is None else (logits, self.distance(embedded))
 
 
 def serving_metadata(predictor: Predictor) -> dict:
@@ -48,7 +53,8 @@ def serving_metadata(predictor: Predictor) -> dict:
         "base_model": artifact["base_model"],
         "created_at": artifact["created_at"],
         "dataset_fingerprint": artifact["dataset_fingerprint"],
-        "metrics": {k: report.get(k) for k in ("examples", "accuracy", "macro_f1", "ece", "oos_recall", "oos_auroc")},
+        "metrics": {k: report.get(k) for k in ("examples", "accuracy", "macro_f1", "ece", "rule", "in_scope_review_rate", "oos_recall", "oos_auroc")},
+        **({"in_scope_scorer": artifact["in_scope_rule"]["scorer"]} if "in_scope_rule" in artifact else {}),
     }
 
 
@@ -93,7 +99,8 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, *, fuse: bool =
     _use_eager_attention(predictor.model.encoder)
     names = list(predictor.input_names)
     sample = {name: torch.from_numpy(ids) for name, ids in predictor.encode(["an example to trace", "another"]).items()}
-    module = _Logits(predictor.model.eval(), "token_type_ids" in names)
+    module = _Outputs(predictor, "token_type_ids" in names).eval()
+    outputs = ["logits"] + ([DISTANCE_OUTPUT] if predictor.distance is not None else [])
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -101,8 +108,8 @@ def export_onnx(artifact_path: str | Path, out_path: str | Path, *, fuse: bool =
         with torch.inference_mode():
             torch.onnx.export(
                 module, tuple(sample[name] for name in names), str(raw), dynamo=False, opset_version=OPSET,
-                input_names=names, output_names=["logits"],
-                dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in names}, "logits": {0: "batch"}},
+                input_names=names, output_names=outputs,
+                dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in names}, **{name: {0: "batch"} for name in outputs}},
             )
         model = onnx.load(str(raw))
         if fuse:

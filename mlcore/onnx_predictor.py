@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 
 from mlcore.errors import ArtifactError
+from mlcore.ood import InScopeScorer
 from mlcore.prediction import PredictorBase
 
 METADATA_KEY = "intentflow"
+DISTANCE_OUTPUT = "in_scope_distance"  # the export's second output, for a model with an in-scope score
 
 
 class OnnxPredictor(PredictorBase):
@@ -30,7 +32,11 @@ class OnnxPredictor(PredictorBase):
             labels=metadata["labels"], temperature=metadata["temperature"], threshold=metadata["threshold"],
             max_length=metadata["max_length"], tokenizer=metadata["tokenizer"], sha256=metadata["artifact_sha256"],
             metrics=metadata.get("metrics", {}), input_names=[i.name for i in session.get_inputs()],
+            scorer=InScopeScorer.from_dict(metadata["in_scope_scorer"]) if "in_scope_scorer" in metadata else None,
         )
+        self.output_names = ["logits"] + ([DISTANCE_OUTPUT] if self.scorer is not None else [])
+        if not set(self.output_names) <= {o.name for o in session.get_outputs()}:
+            raise ValueError(f"the model has no {' or '.join(self.output_names)} output")
 
     @classmethod
     def from_file(cls, path: str | Path, *, threads: int | None = None) -> "OnnxPredictor":
@@ -55,4 +61,5 @@ class OnnxPredictor(PredictorBase):
             raise ArtifactError(f"{path} has unusable intentflow metadata: {type(exc).__name__}: {exc}.") from None
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(["logits"], batch)[0]
+        outputs = self.session.run(self.output_names, batch)
+        return outputs[0] if len(outputs) == 1 else np.concatenate([outputs[0], outputs[1][:, None]], axis=1)

@@ -1,8 +1,9 @@
 """Out-of-scope scores beyond the maximum calibrated probability: pure numpy functions.
 
-Each returns one number per text, higher meaning more in scope. They are the candidates of issue 15,
-measured in bench/oos_scores.py (BENCHMARKS.md, section 13); none is wired into training or serving
-yet.
+Each returns one number per text, higher meaning more in scope. They are the candidates measured in
+bench/oos_scores.py (BENCHMARKS.md, section 13). The one chosen there on validation is what training
+fits and serving runs: :class:`InScopeScorer` (energy + Mahalanobis, as a share of the in-scope
+validation texts).
 
 - ``max_logit`` and ``energy`` (the log of the sum of exp(logit)) need nothing but the logits.
 - ``MahalanobisScorer``: the negative smallest Mahalanobis distance of the L2-normalised sentence
@@ -101,3 +102,89 @@ def balanced_threshold(in_scope: np.ndarray, in_scope_correct: np.ndarray, out_o
     rejected = np.searchsorted(np.sort(out_of_scope), candidates, side="left") / len(out_of_scope)
     objective = 0.5 * accepted_correct + 0.5 * rejected
     return float(candidates[np.flatnonzero(objective == objective.max())[0]])
+
+
+LOGIT_SCORES = {"max_logit": max_logit, "energy": energy}
+# Below this many in-scope validation texts the score's reference distribution is too coarse to set
+# a review share with: such runs keep the calibrated-probability rule. So do runs whose shared
+# covariance is singular (rank at most training texts minus intents, under the embedding's width):
+# the distance would then measure mostly the ridge (mlcore.train._fit_in_scope_rule).
+MIN_REFERENCE_TEXTS = 50
+
+
+def mahalanobis_projection(embeddings: np.ndarray, labels: Sequence[int], *, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """The Mahalanobis scorer's statistics in the form the model runs them (mlcore.modeling.
+    MahalanobisDistance): W with W Wᵀ = the shared precision, and the class means projected by W."""
+    fitted = MahalanobisScorer.fit(embeddings, labels, ridge=ridge)
+    eigenvalues, eigenvectors = np.linalg.eigh((fitted.precision + fitted.precision.T) / 2)
+    projection = eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))[None, :]
+    return projection, fitted.means @ projection
+
+
+@dataclass
+class InScopeScorer:
+    """How in scope a text looks, as a share: the fraction of the run's in-scope validation texts
+    whose combined score (a logit score plus the negative Mahalanobis distance, each standardised on
+    those texts) is at most this text's. A text scoring below ``threshold`` goes to review, so
+    ``threshold`` is the share of in-scope traffic sent there (the run's review budget); what that
+    share buys in out-of-scope recall is in the run's validation report."""
+
+    logit_score: str
+    logit_standard: Standardiser
+    distance_standard: Standardiser
+    reference: np.ndarray  # the combined scores of the in-scope validation texts, sorted
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.logit_score not in LOGIT_SCORES:
+            raise ValueError(f"logit_score must be one of {', '.join(LOGIT_SCORES)}, got {self.logit_score!r}")
+        self.reference = np.sort(np.asarray(self.reference, dtype=np.float64))
+        if not len(self.reference):
+            raise ValueError("the reference distribution is empty")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold is a share in [0, 1], got {self.threshold!r}")
+
+    @classmethod
+    def fit(cls, *, logit_score: str, logits: np.ndarray, distances: np.ndarray, threshold: float) -> "InScopeScorer":
+        """From the in-scope validation texts' logits and Mahalanobis distances."""
+        logit_part = LOGIT_SCORES[logit_score](logits)
+        logit_standard, distance_standard = Standardiser.fit(logit_part), Standardiser.fit(-np.asarray(distances, dtype=np.float64))
+        reference = logit_standard(logit_part) + distance_standard(-np.asarray(distances, dtype=np.float64))
+        return cls(logit_score, logit_standard, distance_standard, reference, float(threshold))
+
+    def combined(self, logits: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        return self.logit_standard(LOGIT_SCORES[self.logit_score](logits)) + self.distance_standard(-np.asarray(distances, dtype=np.float64))
+
+    def score(self, logits: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        """The in-scope score of each text, in [0, 1]."""
+        return np.searchsorted(self.reference, self.combined(logits, distances), side="right") / len(self.reference)
+
+    def with_reference(self, logits: np.ndarray, distances: np.ndarray) -> "InScopeScorer":
+        """The same rule with its reference taken from other outputs of the same texts (the int8 model's)."""
+        return InScopeScorer(self.logit_score, self.logit_standard, self.distance_standard, self.combined(logits, distances), self.threshold)
+
+    def to_dict(self) -> dict:
+        return {"logit_score": self.logit_score, "logit_standard": [self.logit_standard.mean, self.logit_standard.std],
+                "distance_standard": [self.distance_standard.mean, self.distance_standard.std],
+                "reference": [round(float(v), 6) for v in self.reference], "threshold": float(self.threshold)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "InScopeScorer":
+        return cls(values["logit_score"], Standardiser(*map(float, values["logit_standard"])),
+                   Standardiser(*map(float, values["distance_standard"])), np.asarray(values["reference"], dtype=np.float64),
+                   float(values["threshold"]))
+
+
+def score_report(scorer: InScopeScorer, in_scope: tuple[np.ndarray, np.ndarray], out_of_scope: tuple[np.ndarray, np.ndarray] | None) -> dict:
+    """The rule's figures on one split, from the (logits, distances) of its in-scope and out-of-scope
+    texts: the in-scope share sent to review and, with out-of-scope texts, their recall and the
+    AUROC of the combined score (the share ties every text beyond the reference's ends)."""
+    from mlcore.evaluate import auroc
+
+    shares = scorer.score(*in_scope)
+    report = {"rule": "in_scope_score", "threshold": scorer.threshold,
+              "in_scope_review_rate": float((shares < scorer.threshold).mean()) if len(shares) else 0.0}
+    if out_of_scope is not None and len(out_of_scope[0]):
+        report.update(oos_recall=float((scorer.score(*out_of_scope) < scorer.threshold).mean()),
+                      oos_auroc=auroc(scorer.combined(*in_scope), scorer.combined(*out_of_scope)))
+    return report

@@ -1,7 +1,8 @@
 """The inference core shared by every backend (torch, ONNX): what a prediction is, and the predictor
 base that holds the model's metadata, tokenization, calibration, ranking and the threshold rule.
-A backend only turns a batch of token ids into logits. No heavy imports here: the serving
-package uses this with onnxruntime and never imports torch."""
+A backend only turns a batch of token ids into logits (and, for a model with an in-scope score, the
+Mahalanobis distance as one more column). No heavy imports here: the serving package uses this with
+onnxruntime and never imports torch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from mlcore.ood import InScopeScorer
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,9 @@ class Prediction:
     # Every intent with its calibrated probability, most likely first.
     distribution: list[tuple[str, float]]
     low_confidence: bool
+    # The share of in-scope validation texts that looked less in scope (mlcore.ood.InScopeScorer),
+    # for a model that has the score; low_confidence then means it is under the model's threshold.
+    in_scope_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -25,6 +31,7 @@ class Prediction:
             "confidence": self.confidence,
             "distribution": [{"intent": name, "probability": p} for name, p in self.distribution],
             "low_confidence": self.low_confidence,
+            "in_scope_score": self.in_scope_score,
         }
 
 
@@ -42,13 +49,17 @@ def ranked_distribution(row: np.ndarray, labels: Sequence[str]) -> list[dict[str
     return [{"intent": labels[i], "probability": values[i]} for i in np.argsort(-row, kind="stable").tolist()]
 
 
-def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float) -> list[Prediction]:
+def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float, in_scope_scores: np.ndarray | None = None,
+         *, rule: str = "confidence") -> list[Prediction]:
+    """Predictions, low in confidence when the ``rule``'s figure (the calibrated probability, or the
+    in-scope score) is under ``threshold``."""
     predictions = []
-    for row in probabilities:
+    for index, row in enumerate(probabilities):
         values = row.tolist()
         ranked = [(labels[i], values[i]) for i in np.argsort(-row, kind="stable").tolist()]
         intent, confidence = ranked[0]
-        predictions.append(Prediction(intent, confidence, ranked, confidence < threshold))
+        share = None if in_scope_scores is None else float(in_scope_scores[index])
+        predictions.append(Prediction(intent, confidence, ranked, (share if rule == "in_scope_score" else confidence) < threshold, share))
     return predictions
 
 
@@ -79,13 +90,18 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class PredictorBase:
-    """Everything but the forward pass. Subclasses set ``backend`` and implement ``_forward``."""
+    """Everything but the forward pass. Subclasses set ``backend`` and implement ``_forward``.
+
+    ``threshold`` applies to the calibrated probability; a model with an in-scope ``scorer`` sends
+    a prediction to review by that score instead, under ``scorer.threshold`` (see :meth:`rule`)."""
 
     backend = "abstract"
 
     def __init__(self, *, labels: Sequence[str], temperature: float, threshold: float, max_length: int,
-                 tokenizer: Mapping[str, Any], sha256: str | None, metrics: dict[str, Any] | None, input_names: Sequence[str]) -> None:
+                 tokenizer: Mapping[str, Any], sha256: str | None, metrics: dict[str, Any] | None, input_names: Sequence[str],
+                 scorer: InScopeScorer | None = None) -> None:
         self.labels: list[str] = list(labels)
+        self.scorer = scorer
         self.temperature = float(temperature)
         self.threshold = float(threshold)
         self.max_length = int(max_length)
@@ -106,15 +122,37 @@ class PredictorBase:
         return {name: np.array([getattr(e, columns[name]) for e in encodings], dtype=np.int64) for name in self.input_names}
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The logits, with the Mahalanobis distance as one more column when the model has a scorer."""
         raise NotImplementedError
 
+    def outputs(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw (uncalibrated) logits, one row per text, and the Mahalanobis distances (None without a scorer)."""
+        width = len(self.labels) + (1 if self.scorer is not None else 0)
+        rows = batched_rows(list(texts), batch_size, width, lambda batch: self._forward(self.encode(batch)))
+        return (rows[:, :-1], rows[:, -1]) if self.scorer is not None else (rows, None)
+
     def logits(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Raw (uncalibrated) logits, one row per text."""
-        return batched_rows(list(texts), batch_size, len(self.labels), lambda batch: self._forward(self.encode(batch)))
+        return self.outputs(texts, batch_size=batch_size)[0]
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Calibrated probabilities (temperature-scaled softmax), one row per text."""
         return calibrated_probabilities(self.logits(texts, batch_size=batch_size), self.temperature)
 
+    def answer(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities and the in-scope scores (None without a scorer), from one model call."""
+        logits, distances = self.outputs(texts, batch_size=batch_size)
+        scores = self.scorer.score(logits, distances) if self.scorer is not None else None
+        return calibrated_probabilities(logits, self.temperature), scores
+
+    def rule(self, confidence_threshold: float | None = None) -> tuple[str, float]:
+        """What decides low confidence, and its threshold: the in-scope score where the model has one
+        and no probability threshold is imposed, else the calibrated probability."""
+        if self.scorer is not None and confidence_threshold is None:
+            return "in_scope_score", self.scorer.threshold
+        return "confidence", self.threshold if confidence_threshold is None else confidence_threshold
+
     def predict(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Prediction]:
-        return rank(self.probabilities(texts), self.labels, self.threshold if threshold is None else threshold)
+        """``threshold``, when given, is a probability threshold and imposes the probability rule."""
+        probabilities, scores = self.answer(texts)
+        rule, applied = self.rule(threshold)
+        return rank(probabilities, self.labels, applied, scores, rule=rule)

@@ -9,7 +9,9 @@ run's own data shows it answers as the fp32 one does:
   ``max_accuracy_drop`` of fp32's, and its top-1 intent agrees with fp32's on at least
   ``min_agreement`` of the texts;
 - its temperature is refitted on the validation split, so its confidences stay calibrated (the
-  expected calibration error of both is reported), and it keeps fp32's threshold.
+  expected calibration error of both is reported), and it keeps fp32's threshold;
+- for a model with an in-scope score, int8 keeps the rule and its threshold, with the reference
+  distribution taken from int8's own scores of the validation split.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from mlcore.evaluate import expected_calibration_error, fit_temperature
 from mlcore.files import atomic_write
-from mlcore.onnx_predictor import METADATA_KEY
+from mlcore.onnx_predictor import DISTANCE_OUTPUT, METADATA_KEY
 from mlcore.prediction import PredictorBase, calibrated_probabilities
 
 DEFAULT_MAX_ACCURACY_DROP = 0.003  # 0.3 points
@@ -44,13 +46,35 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, temperature: f
         raw = Path(folder) / "int8.onnx"
         # The fused export holds onnxruntime's own operators, whose outputs ONNX shape inference
         # cannot type: they are float.
-        quantize_dynamic(str(fp32_path), str(raw), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(str(fp32_path), str(raw), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                         nodes_to_exclude=distance_only_nodes(source.graph))
         model = onnx.load(str(raw))
     metadata = {**metadata, "precision": "int8", **({"temperature": float(temperature)} if temperature is not None else {})}
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     return atomic_write(out_path, lambda handle: handle.write(model.SerializeToString()))
+
+
+def distance_only_nodes(graph) -> list[str]:
+    """The nodes that compute the Mahalanobis distance and not the logits: they stay fp32. Its
+    projection's columns differ in scale by orders of magnitude (the square roots of the precision's
+    eigenvalues), which one int8 scale per tensor would crush."""
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def ancestors(output: str) -> dict[int, str]:
+        seen, stack = {}, [output]
+        while stack:
+            node = producers.get(stack.pop())
+            if node is not None and id(node) not in seen:
+                seen[id(node)] = node.name
+                stack.extend(node.input)
+        return seen
+
+    if DISTANCE_OUTPUT not in {o.name for o in graph.output}:
+        return []
+    shared = ancestors("logits")
+    return sorted(name for key, name in ancestors(DISTANCE_OUTPUT).items() if key not in shared and name)
 
 
 def rewrite_metadata(path: str | Path, **changes) -> Path:
@@ -84,9 +108,13 @@ class QuantizationCheck:
     max_accuracy_drop: float
     min_agreement: float
     notes: list[str] = field(default_factory=list)
+    # int8's in-scope rule (mlcore.ood.InScopeScorer.to_dict), its reference taken anew from int8's
+    # scores of the calibration split, so the rule sends the same share to review; None without one.
+    in_scope_scorer_int8: dict | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures (what a promotion records); the scorer goes into the int8 file's metadata."""
+        return {key: value for key, value in asdict(self).items() if key != "in_scope_scorer_int8"}
 
 
 def check_quantized(
@@ -101,11 +129,11 @@ def check_quantized(
     """Compare the two models on each split's (texts, true intents); refit int8's temperature on
     ``calibration_split``. Splits with no texts are skipped; with none at all, int8 is refused."""
     reasons, checks = [], {}
-    temperature_int8, ece_fp32, ece_int8 = int8.temperature, None, None
+    temperature_int8, ece_fp32, ece_int8, scorer_int8 = int8.temperature, None, None, None
     for name, (texts, intents) in splits.items():
         if not texts:
             continue
-        fp32_logits, int8_logits = fp32.logits(texts), int8.logits(texts)
+        fp32_logits, (int8_logits, int8_distances) = fp32.logits(texts), int8.outputs(texts)
         truth = np.array([fp32.labels.index(i) if i in fp32.labels else -1 for i in intents])
         # Compared by intent name (as fp32's index): a model is judged by what it answers.
         int8_as_fp32 = np.array([fp32.labels.index(name) if name in fp32.labels else -2 for name in int8.labels])
@@ -125,11 +153,14 @@ def check_quantized(
             temperature_int8 = fit_temperature(int8_logits[known][int8_truth >= 0], int8_truth[int8_truth >= 0])
             ece_fp32 = _ece(fp32_logits[known], truth[known], fp32.temperature)
             ece_int8 = _ece(int8_logits[known][int8_truth >= 0], int8_truth[int8_truth >= 0], temperature_int8)
+            if int8.scorer is not None and known.any():
+                scorer_int8 = int8.scorer.with_reference(int8_logits[known], int8_distances[known]).to_dict()
     if not checks:
         reasons.append("there were no texts to compare the two models on")
     return QuantizationCheck(
         accepted=not reasons, reasons=reasons, splits=checks, temperature_fp32=fp32.temperature, temperature_int8=temperature_int8,
         ece_fp32=ece_fp32, ece_int8=ece_int8, max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
+        in_scope_scorer_int8=scorer_int8,
     )
 
 

@@ -22,14 +22,17 @@ def evaluate_predictor(predictor: PredictorBase, examples: Sequence[Example], oo
     if not known:
         raise DataError("None of the evaluation examples has an intent this model knows.")
     oos_label_id = label_ids.get(OOS_LABEL)
+    logits, distances = predictor.outputs([e.text for e in known])
+    oos_logits, oos_distances = predictor.outputs([e.text for e in oos_examples]) if oos_examples else (None, None)
     report = report_from_logits(
-        logits=predictor.logits([e.text for e in known]),
+        logits=logits,
         labels=np.array([label_ids[e.intent] for e in known]),
         label_names=predictor.labels,
         temperature=predictor.temperature,
         threshold=predictor.threshold,
-        oos_logits=predictor.logits([e.text for e in oos_examples]) if oos_examples else None,
+        oos_logits=oos_logits,
         oos_label_id=oos_label_id,
+        scorer=predictor.scorer, distances=distances, oos_distances=oos_distances,
     )
     report["unknown_intent_examples"] = len(examples) - len(known)
     return report

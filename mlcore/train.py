@@ -22,7 +22,8 @@ from mlcore.data import OOS_LABEL, Example, LabeledData, check_trainable, datase
 from mlcore.base_model import load_tokenizer_and_encoder
 from mlcore.errors import ConfigError, TrainingCancelled
 from mlcore.evaluate import fit_temperature, in_scope_score, macro_f1, recommend_threshold, report_from_logits, softmax
-from mlcore.modeling import IntentClassifier
+from mlcore.modeling import IntentClassifier, MahalanobisDistance
+from mlcore.ood import MIN_REFERENCE_TEXTS, InScopeScorer, mahalanobis_projection
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class TrainResult:
     config: TrainConfig
     base_model: str
     history: list[dict[str, float]] = field(default_factory=list)
+    # The in-scope score's statistics (mlcore.ood), or None where the run keeps the probability rule.
+    in_scope_rule: dict[str, Any] | None = None
 
     def to_artifact(self) -> dict[str, Any]:
         encoder_config = json.loads(self.model.encoder.config.to_json_string(use_diff=False))
@@ -110,7 +113,7 @@ class TrainResult:
             base_model=self.base_model, model_config=model_config, state_dict=self.model.state_dict(),
             labels=self.labels, tokenizer=tokenizer, max_length=self.config.max_length,
             temperature=self.temperature, threshold=self.threshold, train_config=self.config.to_dict(),
-            metrics=self.metrics, dataset_fingerprint=self.fingerprint,
+            metrics=self.metrics, dataset_fingerprint=self.fingerprint, in_scope_rule=self.in_scope_rule,
         )
 
     def save(self, path: str | Path) -> str:
@@ -215,11 +218,16 @@ def train(
     oos_label_id = label_ids.get(OOS_LABEL) if config.oos_mode == "class" else None
     temperature = fit_temperature(val_logits, val_labels)
     threshold = _recommend(val_logits, val_labels, logits_of(splits.oos_val), temperature, oos_label_id)
+    ood = _fit_in_scope_rule(config, model, splits, val_logits, lambda examples: to_dataset(examples, labeled=False), train_ds, collate)
+
+    def scored(examples: list[Example]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, with the in-scope score, the Mahalanobis distances: one pass over the texts."""
+        return ood.outputs(examples) if ood else (logits_of(examples), None)
+
+    oos_val_logits, oos_val_distances = scored(splits.oos_val) if splits.oos_val else (None, None)
     metrics: dict[str, Any] = {
-        "validation": report_from_logits(
-            logits=val_logits, labels=val_labels, label_names=splits.labels, temperature=temperature,
-            threshold=threshold, oos_logits=logits_of(splits.oos_val) if splits.oos_val else None, oos_label_id=oos_label_id,
-        ),
+        "validation": _report((val_logits, ood.val_distances if ood else None), val_labels, splits, temperature, threshold,
+                              (oos_val_logits, oos_val_distances), oos_label_id, ood),
         "training": {
             "device": device,
             "train_examples": len(splits.train),
@@ -234,16 +242,67 @@ def train(
         },
     }
     if splits.test:
-        metrics["test"] = report_from_logits(
-            logits=logits_of(splits.test), labels=np.array([label_ids[e.intent] for e in splits.test]),
-            label_names=splits.labels, temperature=temperature, threshold=threshold,
-            oos_logits=logits_of(splits.oos_test) if splits.oos_test else None, oos_label_id=oos_label_id,
-        )
+        metrics["test"] = _report(scored(splits.test), np.array([label_ids[e.intent] for e in splits.test]), splits, temperature, threshold,
+                                  scored(splits.oos_test) if splits.oos_test else (None, None), oos_label_id, ood)
+    metrics["training"]["seconds_with_calibration"] = round(time.monotonic() - started, 2)
     model.to("cpu")
     return TrainResult(
         model=model, tokenizer=tokenizer, labels=splits.labels, temperature=temperature, threshold=threshold,
+        in_scope_rule=ood.to_artifact() if ood else None,
         metrics=metrics, fingerprint=dataset_fingerprint(data.train + data.oos_train), config=config,
         base_model=config.base_model, history=keeper.history,
+    )
+
+
+@dataclass
+class _InScopeRule:
+    head: MahalanobisDistance
+    scorer: InScopeScorer
+    outputs: Callable[[list[Example]], tuple[np.ndarray, np.ndarray]]
+    val_distances: np.ndarray
+
+    def to_artifact(self) -> dict[str, Any]:
+        return {"projection": self.head.ood_projection.detach().cpu().clone(), "projected_means": self.head.ood_means.detach().cpu().clone(),
+                "scorer": self.scorer.to_dict()}
+
+
+def _fit_in_scope_rule(config: TrainConfig, model: IntentClassifier, splits: Splits, val_logits: np.ndarray, to_dataset, train_ds,
+                       collate) -> _InScopeRule | None:
+    """Fit the in-scope score (mlcore.ood): class means and the shared covariance of the training
+    texts' embeddings, then the reference distribution on the in-scope validation texts. None where
+    the run keeps the probability rule (see TrainConfig.oos_score)."""
+    covariance_rank = len(splits.train) - len(splits.labels)
+    if (config.oos_score == "probability" or config.oos_mode == "class" or len(splits.val) < MIN_REFERENCE_TEXTS
+            or covariance_rank < model.encoder.config.hidden_size):
+        return None
+    device = next(model.parameters()).device
+    train_embeddings = _batched_outputs(lambda batch: model.embed(**batch), train_ds, collate, config.eval_batch_size, device).numpy()
+    projection, projected_means = mahalanobis_projection(train_embeddings, train_ds["label"])
+    head = MahalanobisDistance(torch.from_numpy(projection), torch.from_numpy(projected_means)).to(device)
+
+    def outputs(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+        if not examples:
+            return np.zeros((0, len(splits.labels))), np.zeros(0)
+
+        def both(batch):
+            embedded = model.embed(**batch)
+            return torch.cat([model.classifier(embedded), head(embedded)[:, None]], dim=1)
+
+        rows = _batched_outputs(both, to_dataset(examples), collate, config.eval_batch_size, device).double().numpy()
+        return rows[:, :-1], rows[:, -1]
+
+    val_distances = outputs(splits.val)[1]
+    scorer = InScopeScorer.fit(logit_score=config.oos_score.split("+")[0], logits=val_logits, distances=val_distances,
+                               threshold=config.review_budget)
+    return _InScopeRule(head, scorer, outputs, val_distances)
+
+
+def _report(outputs, labels, splits: Splits, temperature, threshold, oos_outputs, oos_label_id, rule: _InScopeRule | None) -> dict[str, Any]:
+    (logits, distances), (oos_logits, oos_distances) = outputs, oos_outputs
+    return report_from_logits(
+        logits=logits, labels=labels, label_names=splits.labels, temperature=temperature, threshold=threshold,
+        oos_logits=oos_logits, oos_label_id=oos_label_id, scorer=rule.scorer if rule else None, distances=distances,
+        oos_distances=oos_distances,
     )
 
 

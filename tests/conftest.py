@@ -41,6 +41,23 @@ def tiny_artifact(tiny_result, tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def scored_result(tiny_config, demo_data):
+    """The tiny model with an in-scope score: a quarter of the demo rows validate (67 texts, over
+    mlcore.ood.MIN_REFERENCE_TEXTS), so the run fits the score as a CLINC150-sized run does."""
+    from mlcore.config import TrainConfig
+    from mlcore.train import train
+
+    return train(TrainConfig(**{**tiny_config.to_dict(), "validation_fraction": 0.25}), demo_data)
+
+
+@pytest.fixture(scope="session")
+def scored_artifact(scored_result, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("artifact") / "scored.pt"
+    scored_result.save(path)
+    return str(path)
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""

@@ -37,6 +37,14 @@ def test_temperature_fit_recovers_an_overconfident_model():
     assert fitted == pytest.approx(3.0, rel=0.1)
 
 
+def test_a_perfectly_answered_validation_set_leaves_the_logits_as_trained():
+    """Every text right: the likelihood rises without end as the temperature falls; a fit would
+    saturate every probability, out-of-scope ones too."""
+    logits = np.array([[2.0, 0.5, 0.1], [0.2, 1.5, 0.3], [0.1, 0.4, 1.2]])
+    assert ev.fit_temperature(logits, np.array([0, 1, 2])) == 1.0
+    assert ev.fit_temperature(logits, np.array([0, 1, 0])) != 1.0  # one mistake: a finite optimum
+
+
 def test_threshold_without_oos_respects_the_review_budget():
     confidence = np.linspace(0.5, 1.0, 100)
     threshold = ev.recommend_threshold(confidence, np.ones(100, bool), review_budget=0.1)

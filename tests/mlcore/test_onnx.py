@@ -45,3 +45,14 @@ def test_a_bert_export_is_fused_and_still_answers_as_the_unfused_one(tiny_artifa
     plain = export_onnx(tiny_artifact, tmp_path / "plain.onnx", fuse=False)
     assert "Attention" not in {node.op_type for node in onnx.load(str(plain)).graph.node}
     np.testing.assert_allclose(OnnxPredictor.from_file(exported).probabilities(TEXTS), OnnxPredictor.from_file(plain).probabilities(TEXTS), atol=1e-5)
+
+
+def test_the_export_of_a_scored_model_computes_the_distance_in_the_graph(scored_artifact, tmp_path):
+    reference = Predictor.from_file(scored_artifact)
+    served = OnnxPredictor.from_file(export_onnx(scored_artifact, tmp_path / "scored.onnx"))
+    (logits, distances), (expected_logits, expected_distances) = served.outputs(TEXTS), reference.outputs(TEXTS)
+    np.testing.assert_allclose(logits, expected_logits, atol=1e-4)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-4, atol=1e-3)
+    # The score is a share of the reference texts: float rounding may move a text one reference text at most.
+    np.testing.assert_allclose(served.answer(TEXTS)[1], reference.answer(TEXTS)[1], atol=1.0 / len(reference.scorer.reference) + 1e-9)
+    assert served.rule() == reference.rule() == ("in_scope_score", reference.scorer.threshold)

@@ -52,3 +52,60 @@ def test_the_balanced_threshold_maximises_the_rule_over_every_score_seen(rng):
 
     best = max(np.unique(np.concatenate([in_scope, oos])), key=lambda t: (objective(t), -t))
     assert balanced_threshold(in_scope, correct, oos) == best
+
+
+def test_the_model_side_distance_is_the_mahalanobis_scorers(rng):
+    """mahalanobis_projection + MahalanobisDistance (what the artifact and the ONNX graph run) give
+    the distances of the numpy scorer the bench chose on."""
+    import torch
+
+    from mlcore.modeling import MahalanobisDistance
+    from mlcore.ood import mahalanobis_projection
+
+    embeddings = rng.normal(size=(300, 8)) + np.repeat(np.eye(8)[:3] * 4, 100, axis=0)
+    labels = np.repeat([0, 1, 2], 100)
+    projection, projected_means = mahalanobis_projection(embeddings, labels)
+    queries = rng.normal(size=(20, 8))
+    distances = MahalanobisDistance(torch.from_numpy(projection), torch.from_numpy(projected_means))(torch.from_numpy(queries).float())
+    np.testing.assert_allclose(-distances.numpy(), MahalanobisScorer.fit(embeddings, labels).score(queries), rtol=1e-4, atol=1e-3)
+
+
+def scorer_on(rng, threshold=0.1):
+    from mlcore.ood import InScopeScorer
+
+    logits, distances = rng.normal(size=(200, 5)) + 3 * np.eye(5)[rng.integers(0, 5, 200)], rng.gamma(4.0, size=200)
+    return InScopeScorer.fit(logit_score="energy", logits=logits, distances=distances, threshold=threshold), logits, distances
+
+
+def test_the_in_scope_score_is_the_share_of_reference_texts_scoring_no_higher(rng):
+    scorer, logits, distances = scorer_on(rng)
+    shares = scorer.score(logits, distances)
+    combined_scores = scorer.combined(logits, distances)
+    assert shares.tolist() == [float((combined_scores <= value).mean()) for value in combined_scores]
+    # The threshold is the share of in-scope texts like the reference ones that go to review.
+    assert scorer.threshold - 1.01 / len(shares) <= (shares < scorer.threshold).mean() <= scorer.threshold
+    # Farther from every class and lower logits: less in scope.
+    far = scorer.score(logits[:1] - 5, distances[:1] + 50)
+    assert far[0] == 0.0 and scorer.score(logits[:1] + 5, distances[:1] * 0)[0] == 1.0
+
+
+def test_the_in_scope_scorer_goes_through_plain_types(rng):
+    import json
+
+    from mlcore.ood import InScopeScorer
+
+    scorer, logits, distances = scorer_on(rng)
+    again = InScopeScorer.from_dict(json.loads(json.dumps(scorer.to_dict())))
+    np.testing.assert_allclose(again.score(logits, distances), scorer.score(logits, distances), atol=1e-2)
+    moved = scorer.with_reference(logits + 1, distances)  # int8's outputs of the same texts
+    assert (moved.score(logits + 1, distances) < moved.threshold).mean() == pytest.approx(scorer.threshold, abs=0.01)
+
+
+@pytest.mark.parametrize("changes, message", [({"logit_score": "softmax"}, "logit_score"), ({"threshold": 1.5}, "share"),
+                                              ({"reference": np.array([])}, "empty")])
+def test_a_malformed_in_scope_scorer_is_refused(rng, changes, message):
+    from dataclasses import replace
+
+    scorer, _, _ = scorer_on(rng)
+    with pytest.raises(ValueError, match=message):
+        replace(scorer, **changes)

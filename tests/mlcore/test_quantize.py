@@ -66,3 +66,25 @@ def test_with_nothing_to_compare_on_int8_is_refused(exports):
     fp32, int8 = (OnnxPredictor.from_file(p) for p in exports)
     check = check_quantized(fp32, int8, {"validation": ([], []), "held-out": ([], [])})
     assert not check.accepted and check.reasons == ["there were no texts to compare the two models on"]
+
+
+def test_int8_keeps_the_distance_in_fp32_and_its_own_reference(scored_artifact, demo_data, tmp_path):
+    """The Mahalanobis projection's columns differ in scale by orders of magnitude: int8 would
+    crush them, so those nodes stay fp32; the gate refits the score's reference on int8's outputs."""
+    import onnx
+
+    from mlcore.quantize import distance_only_nodes
+
+    fp32_path = export_onnx(scored_artifact, tmp_path / "model.onnx")
+    assert distance_only_nodes(onnx.load(str(fp32_path)).graph)  # what stays fp32
+    fp32, int8 = OnnxPredictor.from_file(fp32_path), OnnxPredictor.from_file(quantize_int8(fp32_path, tmp_path / "model.int8.onnx"))
+    texts = [e.text for e in demo_data.train][:64]
+    # The distance moves only as much as the embedding int8 computes does (not by the projection's rounding).
+    np.testing.assert_allclose(int8.outputs(texts)[1], fp32.outputs(texts)[1], rtol=0.15)
+    check = check_quantized(fp32, int8, splits_of(demo_data), max_accuracy_drop=0.02, min_agreement=0.95)
+    assert check.accepted and check.in_scope_scorer_int8["threshold"] == fp32.scorer.threshold
+    assert "in_scope_scorer_int8" not in check.to_dict()  # the promotion's record stays small
+    rewrite_metadata(tmp_path / "model.int8.onnx", in_scope_scorer=check.in_scope_scorer_int8)
+    refitted = OnnxPredictor.from_file(tmp_path / "model.int8.onnx")
+    shares = refitted.answer(texts)[1]
+    assert (shares < refitted.scorer.threshold).mean() <= refitted.scorer.threshold + 0.02

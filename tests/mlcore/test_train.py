@@ -108,3 +108,38 @@ def test_label_smoothing_reaches_the_loss(tiny_config, tiny_result, demo_data):
         return float((logits.max(dim=1).values - logits.mean(dim=1)).mean())
 
     assert spread(smoothed) < 0.5 * spread(tiny_result)
+
+
+def test_a_run_with_enough_validation_texts_fits_the_in_scope_score(scored_result, scored_artifact, tiny_config):
+    """The score's statistics travel in the artifact, the validation report is the score's rule (the
+    review budget's share of in-scope texts) with the probability rule's figures kept beside it."""
+    from mlcore.artifact import load_artifact
+
+    validation = scored_result.metrics["validation"]
+    assert validation["rule"] == "in_scope_score" and validation["threshold"] == tiny_config.review_budget
+    assert validation["in_scope_review_rate"] <= tiny_config.review_budget
+    assert validation["confidence_rule"]["threshold"] == scored_result.threshold
+    rule = load_artifact(scored_artifact)["in_scope_rule"]
+    width = scored_result.model.encoder.config.hidden_size
+    assert tuple(rule["projection"].shape) == (width, width) and tuple(rule["projected_means"].shape) == (len(scored_result.labels), width)
+    predictor = Predictor.from_file(scored_artifact)
+    probabilities, scores = predictor.answer(SAMPLE_TEXTS)
+    assert scores.shape == (len(SAMPLE_TEXTS),) and ((0 <= scores) & (scores <= 1)).all()
+    predictions = predictor.predict(SAMPLE_TEXTS)
+    assert [p.in_scope_score for p in predictions] == scores.tolist()
+    assert [p.low_confidence for p in predictions] == (scores < tiny_config.review_budget).tolist()
+    # A probability threshold, when given, imposes the probability rule.
+    assert [p.low_confidence for p in predictor.predict(SAMPLE_TEXTS, threshold=1.0)] == [True] * len(SAMPLE_TEXTS)
+
+
+@pytest.mark.parametrize("changes, rows", [({"oos_score": "probability", "validation_fraction": 0.25}, None), ({}, None),
+                                           ({"validation_fraction": 0.4}, 150)])
+def test_the_probability_rule_stays_where_the_score_cannot_be_fitted(tiny_config, tiny_result, demo_data, changes, rows):
+    """Asked for; too few validation texts to set a review share with (the demo's 27); too few
+    training texts for the covariance (90 texts of 10 intents, 128 dimensions)."""
+    data = demo_data if rows is None else LabeledData(train=sorted(demo_data.train, key=lambda e: e.intent)[::2][:rows])
+    result = tiny_result if not changes else train(TrainConfig(**{**tiny_config.to_dict(), **changes}), data)
+    if rows is not None:
+        assert result.metrics["training"]["val_examples"] >= 50  # the reference would have been big enough
+    assert result.in_scope_rule is None and "confidence_rule" not in result.metrics["validation"]
+    assert "in_scope_rule" not in result.to_artifact()

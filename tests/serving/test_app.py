@@ -22,7 +22,8 @@ def test_classify_returns_the_full_distribution(client, tiny_artifact):
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     body = response.json()
     predictor = Predictor.from_file(tiny_artifact)
-    assert set(body) == {"intent", "confidence", "distribution", "low_confidence", "threshold", "model_version", "prediction_id"}
+    assert set(body) == {"intent", "confidence", "distribution", "low_confidence", "in_scope_score", "rule", "threshold", "model_version", "prediction_id"}
+    assert body["rule"] == "confidence" and body["in_scope_score"] is None  # the tiny model has no in-scope score
     probabilities = [d["probability"] for d in body["distribution"]]
     assert sorted(d["intent"] for d in body["distribution"]) == sorted(predictor.labels)
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0)
@@ -47,6 +48,51 @@ def test_a_pt_artifact_can_be_served_too(make_client, tiny_artifact):
     assert body["model_version"] == file_sha256(tiny_artifact)[:12]
     expected = Predictor.from_file(tiny_artifact).predict([TEXT])[0]
     assert body["intent"] == expected.intent and body["confidence"] == pytest.approx(expected.confidence, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def scored_onnx(scored_artifact, tmp_path_factory):
+    from mlcore.onnx_export import export_onnx
+
+    return export_onnx(scored_artifact, tmp_path_factory.mktemp("scored") / "model.onnx")
+
+
+def test_a_model_with_an_in_scope_score_sends_to_review_by_it(make_client, scored_onnx, scored_artifact):
+    """The rule, the score and its threshold are in the answer and in the review event."""
+    from tests.serving.test_audit import RecordingSink
+
+    texts = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomorrow", "tell me a joke about the sea", "qqq vvv xxx"]
+    client = make_client(model_uri=str(scored_onnx))
+    client.app.state.router.sink = sink = RecordingSink()
+    results = client.post("/classify/batch", json={"texts": texts}).json()["results"]
+    predictor = Predictor.from_file(scored_artifact)
+    expected = predictor.answer(texts)[1]
+    assert [r["rule"] for r in results] == ["in_scope_score"] * len(texts)
+    assert [r["threshold"] for r in results] == [predictor.scorer.threshold] * len(texts)
+    np.testing.assert_allclose([r["in_scope_score"] for r in results], expected, atol=0.03)
+    assert [r["low_confidence"] for r in results] == [r["in_scope_score"] < r["threshold"] for r in results]
+    sent = {e["prediction_id"]: e for e in sink.events if "prediction_id" in e}
+    assert set(sent) == {r["prediction_id"] for r in results if r["low_confidence"]}
+    for result in results:
+        if result["low_confidence"]:
+            event = sent[result["prediction_id"]]
+            assert (event["rule"], event["in_scope_score"], event["threshold"]) == ("in_scope_score", result["in_scope_score"], result["threshold"])
+    described = client.get("/model").json()
+    assert (described["rule"], described["threshold"], described["recommended_threshold"]) == ("in_scope_score",) + (predictor.scorer.threshold,) * 2
+
+
+def test_the_threshold_settings_choose_and_override_the_rule(make_client, scored_onnx):
+    body = make_client(model_uri=str(scored_onnx), in_scope_threshold=1.0).post("/classify", json={"text": "zzz qqq"}).json()
+    assert (body["rule"], body["threshold"]) == ("in_scope_score", 1.0) and body["low_confidence"] == (body["in_scope_score"] < 1.0)
+    body = make_client(model_uri=str(scored_onnx), in_scope_threshold=0.0).post("/classify", json={"text": "zzz qqq"}).json()
+    assert (body["threshold"], body["low_confidence"]) == (0.0, False)
+    body = make_client(model_uri=str(scored_onnx), confidence_threshold=0.0).post("/classify", json={"text": TEXT}).json()
+    assert (body["rule"], body["threshold"], body["low_confidence"]) == ("confidence", 0.0, False)
+    assert body["in_scope_score"] is not None  # still reported
+    described = make_client(model_uri=str(scored_onnx), confidence_threshold=0.5).get("/model").json()
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    assert (described["rule"], described["threshold"], described["recommended_threshold"]) == ("confidence", 0.5, OnnxPredictor.from_file(scored_onnx).threshold)
 
 
 def test_the_threshold_setting_overrides_the_artifact(make_client, model_file):

@@ -29,7 +29,7 @@ def within_binomial_bounds(observed: int, trials: int, rate: float, sigmas: floa
 def test_the_audit_share_is_honoured_over_many_predictions(rate):
     router = ReviewRouter(RecordingSink(), bound_seconds=1, retries=0, ambiguity_margin=None, audit_rate=rate)
     trials = 40_000
-    reasons = [router.review_reason(confidence=0.99, second=0.005, threshold=0.5, model_version="v1") for _ in range(trials)]
+    reasons = [router.review_reason(low_confidence=False, confidence=0.99, second=0.005, model_version="v1") for _ in range(trials)]
     audited = reasons.count(AUDIT)
     assert within_binomial_bounds(audited, trials, rate), (audited, trials * rate)
     assert reasons.count(None) == trials - audited  # confident predictions go nowhere else
@@ -40,14 +40,14 @@ def test_the_audit_draw_ignores_confidence_so_the_sample_stays_uniform():
     otherwise the audit sample would under-represent exactly the predictions most often wrong."""
     router = ReviewRouter(RecordingSink(), bound_seconds=1, retries=0, ambiguity_margin=None, audit_rate=0.2, rng=random.Random(7))
     trials = 20_000
-    unsure = [router.review_reason(confidence=0.3, second=0.2, threshold=0.5, model_version="v1") for _ in range(trials)]
+    unsure = [router.review_reason(low_confidence=True, confidence=0.3, second=0.2, model_version="v1") for _ in range(trials)]
     assert set(unsure) == {AUDIT, LOW_CONFIDENCE}
     assert within_binomial_bounds(unsure.count(AUDIT), trials, 0.2)
 
 
 def test_no_sink_means_no_audit_and_no_counting():
     router = ReviewRouter(None, bound_seconds=1, retries=0, ambiguity_margin=None, audit_rate=1.0)
-    assert router.review_reason(confidence=0.1, second=0.05, threshold=0.5, model_version="v1") is None
+    assert router.review_reason(low_confidence=True, confidence=0.1, second=0.05, model_version="v1") is None
     assert router.traffic.due_reports(force=True) == []
 
 

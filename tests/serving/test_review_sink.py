@@ -15,9 +15,9 @@ BOUND_MS = 200
 
 def test_the_rule_threshold_and_ambiguity_margin():
     plain = ReviewRouter(None, bound_seconds=0.2, retries=0, ambiguity_margin=None)
-    assert plain.needs_review(0.6, 0.1, threshold=0.7) and not plain.needs_review(0.8, 0.19, threshold=0.7)
+    assert plain.needs_review(True, 0.6, 0.1) and not plain.needs_review(False, 0.8, 0.19)
     strict = ReviewRouter(None, bound_seconds=0.2, retries=0, ambiguity_margin=0.7)
-    assert strict.needs_review(0.8, 0.19, threshold=0.7) and not strict.needs_review(0.95, 0.01, threshold=0.7)
+    assert strict.needs_review(False, 0.8, 0.19) and not strict.needs_review(False, 0.95, 0.01)
 
 
 def test_confident_predictions_are_not_sent(make_client, model_file, caplog):

@@ -51,6 +51,17 @@ def test_the_service_token_posts_items_and_the_same_event_makes_one(api_for, rep
     assert item.margin == pytest.approx(0.41 - item.top_intents[1]["probability"]) and item.status == ReviewItem.Status.PENDING
 
 
+def test_the_in_scope_score_is_kept_when_the_model_sends_one(api_for, reporter, client, labeler):
+    api = api_for(reporter)
+    assert api.post(URL, review_event("an odd question", rule="in_scope_score", in_scope_score=0.02, threshold=0.07), format="json").status_code == 201
+    assert api.post(URL, review_event("from an older release"), format="json").status_code == 201
+    assert {text: (rule, score) for text, rule, score in ReviewItem.objects.values_list("text", "rule", "in_scope_score")} == {
+        "an odd question": ("in_scope_score", 0.02), "from an older release": ("confidence", None)}
+    client.force_login(labeler)
+    page = client.get(QUEUE).content.decode()
+    assert "In scope" in page and "0.020" in page
+
+
 def test_anonymous_and_ordinary_tokens_cannot_post(api_for, plain_user, labeler, db):
     assert api_for(None).post(URL, review_event(), format="json").status_code == 401
     assert api_for(plain_user).post(URL, review_event(), format="json").status_code == 403
@@ -74,6 +85,8 @@ def test_the_service_token_can_do_nothing_else(api_for, reporter):
         ({"distribution": [{"intent": "a", "probability": 1.7}]}, "distribution[0].probability", "from 0 to 1"),
         ({"distribution": [{"probability": 0.5}]}, "distribution", "item 0 must be an object"),
         ({"threshold": "high"}, "threshold", "from 0 to 1"),
+        ({"in_scope_score": 1.5}, "in_scope_score", "from 0 to 1"),
+        ({"rule": "vibes"}, "rule", "must be one of"),
         ({"time": "yesterday"}, "time", "ISO 8601"),
         ({"time": "2026-02-30T00:00:00+00:00"}, "time", "no such date"),
         ({"time": "2026-11-30T25:00:00"}, "time", "no such date"),

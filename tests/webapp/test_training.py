@@ -25,6 +25,7 @@ from webapp.training.models import Promotion, TrainingRun
         ({"max_length": 4}, "max_length must be"),
         ({"validation_fraction": 0.9}, "validation_fraction must be"),
         ({"device": "tpu"}, "device must be"),
+        ({"review_budget": 1.0}, "review_budget is a share"),
         ({"warmup": 0.5}, "Unknown training option"),
     ],
 )

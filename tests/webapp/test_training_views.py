@@ -21,13 +21,14 @@ def test_the_launch_page_is_prefilled_and_queues_a_run(client, ml_engineer, labe
     page = client.get(LAUNCH).content.decode()
     assert 'name="base_model" value="default"' in page and 'name="learning_rate" value="0.0002"' in page
     form = {"base_model": tiny_base_model, "device": "cpu", "epochs": 2, "batch_size": 16, "learning_rate": 0.001,
-            "seed": 1, "max_length": 32, "validation_fraction": 0.1}
+            "seed": 1, "max_length": 32, "validation_fraction": 0.1, "review_budget": 0.05}
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(LAUNCH, form)
     run = TrainingRun.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/trainingrun/{run.pk}/change/")
     assert no_enqueue == [run.pk]
     assert run.config["epochs"] == 2 and run.requested_device == "cpu" and run.created_by == ml_engineer
+    assert run.config["review_budget"] == 0.05 and run.config["label_smoothing"] == 0.1  # what the form leaves out keeps the default
 
 
 def test_the_launch_page_shows_why_it_refuses(client, ml_engineer, db, no_enqueue):

@@ -88,7 +88,7 @@ class ConfidenceBandFilter(admin.SimpleListFilter):
 
 @admin.register(ReviewItem)
 class ReviewItemAdmin(admin.ModelAdmin):
-    list_display = ("text", "copies", "predicted_intent", "confidence_display", "top_three", "margin_display", "model_version", "received_at", "status")
+    list_display = ("text", "copies", "predicted_intent", "confidence_display", "in_scope_display", "top_three", "margin_display", "model_version", "received_at", "status")
     list_filter = (ReasonFilter, StatusFilter, "predicted_intent", ConfidenceBandFilter, "model_version")
     search_fields = ("text",)
     actions = ["accept_prediction", "label_as", "mark_out_of_scope", "dismiss"]
@@ -136,6 +136,11 @@ class ReviewItemAdmin(admin.ModelAdmin):
     @admin.display(description="confidence", ordering="confidence")
     def confidence_display(self, item: ReviewItem) -> str:
         return f"{item.confidence:.3f}"
+
+    @admin.display(description="in scope", ordering="in_scope_score")
+    def in_scope_display(self, item: ReviewItem) -> str:
+        """The model's in-scope score: near 0, the text looked out of scope (a model without it: -)."""
+        return "-" if item.in_scope_score is None else f"{item.in_scope_score:.3f}"
 
     @admin.display(description="margin", ordering="margin")
     def margin_display(self, item: ReviewItem) -> str:

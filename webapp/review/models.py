@@ -32,7 +32,16 @@ class ReviewItem(models.Model):
     top_intents = models.JSONField(help_text="the three most likely intents with their probabilities")
     margin = models.FloatField(help_text="probability of the first intent minus the second's")
     model_version = models.CharField(max_length=64, db_index=True)
-    threshold = models.FloatField()
+    class Rule(models.TextChoices):
+        IN_SCOPE_SCORE = "in_scope_score", "in-scope score"
+        CONFIDENCE = "confidence", "confidence"
+
+    # Which figure the threshold applied to: the model's in-scope score or the calibrated confidence.
+    rule = models.CharField(max_length=14, choices=Rule.choices, default=Rule.CONFIDENCE)
+    threshold = models.FloatField(help_text="the threshold of the rule that sent it")
+    # The model's in-scope score (the share of its in-scope validation texts that looked less in
+    # scope), for a model that has one; near 0 means the text looks out of scope.
+    in_scope_score = models.FloatField(null=True, blank=True)
     predicted_at = models.DateTimeField()
     received_at = models.DateTimeField(auto_now_add=True)
     status = models.CharField(max_length=14, choices=Status.choices, default=Status.PENDING, db_index=True)

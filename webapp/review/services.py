@@ -52,6 +52,8 @@ class ReviewEvent:
     threshold: float
     time: datetime
     reason: str = ReviewItem.Reason.LOW_CONFIDENCE
+    rule: str = ReviewItem.Rule.CONFIDENCE
+    in_scope_score: float | None = None
 
 
 def _number(value: Any, field: str) -> float:
@@ -117,8 +119,12 @@ def _text(value: Any) -> str:
 
 
 def _reason(value: Any) -> str:
-    if value not in ReviewItem.Reason.values:
-        raise ValidationError({"reason": f"must be one of {', '.join(ReviewItem.Reason.values)}, got {str(value)[:40]!r}."})
+    return _choice(value, "reason", ReviewItem.Reason.values)
+
+
+def _choice(value: Any, field: str, choices: list[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValidationError({field: f"must be one of {', '.join(choices)}, got {str(value)[:40]!r}."})
     return value
 
 
@@ -145,6 +151,9 @@ def review_event_clean(event: Any) -> ReviewEvent:
         time=_moment(event["time"]),
         # Optional: serving releases before audit sampling sent low-confidence items only.
         reason=_reason(event.get("reason", ReviewItem.Reason.LOW_CONFIDENCE)),
+        # Optional: models without an in-scope score, and serving releases before it, send neither.
+        rule=_choice(event.get("rule", ReviewItem.Rule.CONFIDENCE), "rule", ReviewItem.Rule.values),
+        in_scope_score=None if event.get("in_scope_score") is None else _number(event["in_scope_score"], "in_scope_score"),
     )
 
 
@@ -161,7 +170,7 @@ def review_item_ingest(*, event: Any) -> tuple[ReviewItem, bool]:
         prediction_id=clean.prediction_id, text=clean.text, text_key=key, group_key=_group_key_for(key),
         predicted_intent=top[0]["intent"], confidence=top[0]["probability"], top_intents=top,
         margin=top[0]["probability"] - second, model_version=clean.model_version, threshold=clean.threshold,
-        predicted_at=clean.time, reason=clean.reason,
+        rule=clean.rule, in_scope_score=clean.in_scope_score, predicted_at=clean.time, reason=clean.reason,
     )
     try:
         with transaction.atomic():

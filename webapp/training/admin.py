@@ -20,7 +20,9 @@ from webapp.training.models import DatasetSnapshot, Promotion, TrainingRun
 
 METRIC_LABELS = [
     ("examples", "examples"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
-    ("ece_uncalibrated", "ECE before calibration"), ("ece", "ECE after calibration"), ("threshold", "threshold"),
+    ("ece_uncalibrated", "ECE before calibration"), ("ece", "ECE after calibration"),
+    # "in_scope_score" (the share of in-scope validation texts that looked less in scope) or "confidence".
+    ("rule", "review rule"), ("threshold", "review threshold"),
     ("in_scope_review_rate", "in-scope sent to review"), ("oos_recall", "out-of-scope recall"), ("oos_auroc", "out-of-scope AUROC"),
 ]
 
@@ -164,7 +166,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "headlines": {name: headline(r) for name, r in (("validation", run.validation_report), ("held-out", run.heldout_report)) if r},
             "per_intent": sorted(report["per_intent"], key=lambda row: (row["f1"], row["intent"])) if report else [],
             "confusion_png": charts.confusion_heatmap(report["confusion_matrix"], [r["intent"] for r in report["per_intent"]]) if report else None,
-            "coverage_png": charts.coverage_curve(report["coverage"], report["threshold"]) if report else None,
+            # The coverage curve is the probability's: its threshold line is the probability rule's.
+            "coverage_png": charts.coverage_curve(report["coverage"], report.get("confidence_rule", report)["threshold"]) if report else None,
             "current": current,
             "current_headline": headline(current.heldout_report) if current and current.heldout_report else None,
             "is_current": bool(current and current.pk == run.pk),

@@ -17,6 +17,11 @@ class LaunchForm(forms.Form):
     seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
     max_length = forms.IntegerField(initial=_DEFAULTS.max_length, min_value=8, max_value=512)
     validation_fraction = forms.FloatField(initial=_DEFAULTS.validation_fraction, min_value=0, max_value=0.5)
+    review_budget = forms.FloatField(
+        initial=_DEFAULTS.review_budget, min_value=0, max_value=1, required=False,
+        help_text="The share of in-scope traffic the model's in-scope score sends to review (reviewer hours); "
+                  "the run page shows the out-of-scope recall it buys on the validation split.",
+    )
 
 
 class PromoteForm(forms.Form):

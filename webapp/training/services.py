@@ -37,7 +37,7 @@ from webapp.training.models import DatasetSnapshot, Promotion, SnapshotRow, Trai
 logger = logging.getLogger(__name__)
 
 # What the launch form and API may set; the rest of TrainConfig keeps mlcore's defaults.
-LAUNCH_OPTIONS = ("base_model", "device", "epochs", "batch_size", "learning_rate", "seed", "max_length", "validation_fraction")
+LAUNCH_OPTIONS = ("base_model", "device", "epochs", "batch_size", "learning_rate", "seed", "max_length", "validation_fraction", "review_budget")
 LOG_TAIL_LINES = 60
 
 
@@ -636,9 +636,15 @@ def serving_export(*, artifact: Path, folder: Path, run: TrainingRun) -> Path:
 
     target = export_onnx(artifact, folder / "model.onnx")
     rows = list(run.snapshot.rows.order_by("id").values_list("text", flat=True)[:32]) or ["hello"]
-    gap = float(np.abs(OnnxPredictor.from_file(target).probabilities(rows) - Predictor.from_file(artifact).probabilities(rows)).max())
-    if gap > 1e-4:
-        raise ValidationError({"artifact": f"Run #{run.pk}'s ONNX export differs from the artifact by {gap:.2e}; it was not promoted."})
+    reference = Predictor.from_file(artifact)
+    (served, served_scores), (expected, expected_scores) = OnnxPredictor.from_file(target).answer(rows), reference.answer(rows)
+    gap = float(np.abs(served - expected).max())
+    if (served_scores is None) != (expected_scores is None):
+        raise ValidationError({"artifact": f"Run #{run.pk}'s ONNX export lost the in-scope score; it was not promoted."})
+    # The in-scope score is a share of the reference texts: a distance off by float rounding may move it one text.
+    score_gap = 0.0 if served_scores is None else float(np.abs(served_scores - expected_scores).max()) - 1.0 / len(reference.scorer.reference)
+    if gap > 1e-4 or score_gap > 1e-9:
+        raise ValidationError({"artifact": f"Run #{run.pk}'s ONNX export differs from the artifact by {max(gap, score_gap):.2e}; it was not promoted."})
     return target
 
 
@@ -657,8 +663,9 @@ def _choose_precision(promotion: Promotion, fp32_path: Path) -> Path:
         max_accuracy_drop=settings.QUANTIZED_MAX_ACCURACY_DROP, min_agreement=settings.QUANTIZED_MIN_AGREEMENT,
     )
     precision = "int8" if check.accepted else "fp32"
-    if check.accepted:  # keeps fp32's threshold; the temperature refitted on the validation split
-        rewrite_metadata(int8_path, temperature=check.temperature_int8)
+    if check.accepted:  # keeps fp32's thresholds; the temperature and the in-scope reference refitted on the validation split
+        rewrite_metadata(int8_path, temperature=check.temperature_int8,
+                         **({"in_scope_scorer": check.in_scope_scorer_int8} if check.in_scope_scorer_int8 else {}))
     else:
         logger.info("run #%s: serving fp32, the int8 model failed its gate: %s", promotion.run_id, "; ".join(check.reasons))
     Promotion.objects.filter(pk=promotion.pk).update(served_precision=precision, quantization=check.to_dict())

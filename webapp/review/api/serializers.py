@@ -23,7 +23,11 @@ class ReviewEventSerializer(serializers.Serializer):
         child=DistributionEntrySerializer(), min_length=1, max_length=MAX_DISTRIBUTION_ENTRIES,
         help_text="The probability of every intent; the three most likely are stored.")
     model_version = serializers.CharField(max_length=MODEL_VERSION_MAX_LENGTH, help_text="The model's version (its SHA-256 prefix).")
-    threshold = serializers.FloatField(min_value=0, max_value=1, help_text="The confidence threshold the prediction was below.")
+    threshold = serializers.FloatField(min_value=0, max_value=1, help_text="The threshold of the rule that sent it.")
+    rule = serializers.ChoiceField(choices=ReviewItem.Rule.choices, required=False, default=ReviewItem.Rule.CONFIDENCE,
+                                   help_text="Which figure the threshold applies to.")
+    in_scope_score = serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True, default=None, help_text=(
+        "The model's in-scope score (the share of its in-scope validation texts that looked less in scope); null without one."))
     time = serializers.DateTimeField(help_text="When the prediction was made (ISO 8601 with its UTC offset).")
     reason = serializers.ChoiceField(choices=ReviewItem.Reason.choices, required=False, default=ReviewItem.Reason.LOW_CONFIDENCE,
                                      help_text="Why serving sent it: below the threshold, or drawn for the audit sample.")

@@ -15,6 +15,7 @@ class LaunchSerializer(serializers.Serializer):
     seed = serializers.IntegerField(required=False)
     max_length = serializers.IntegerField(required=False)
     validation_fraction = serializers.FloatField(required=False)
+    review_budget = serializers.FloatField(required=False, help_text="The share of in-scope traffic the in-scope score sends to review.")
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
