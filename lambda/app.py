@@ -197,7 +197,7 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
             "intents": predictor.labels,
             "rule": rule,
             "threshold": threshold,
-            "recommended_threshold": predictor.rule(None if rule == "in_scope_score" else predictor.threshold)[1],
+            "recommended_threshold": predictor.own_threshold(rule),
             "temperature": predictor.temperature,
             **info,
         })

@@ -21,7 +21,7 @@ from typing import Annotated
 import orjson
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from mlcore.prediction import ranked_distribution
+from mlcore.prediction import is_low_confidence, ranked_distribution
 from serving_config import ServingSettings
 from serving_fast_path import header, is_json
 from serving_model import ModelStore
@@ -117,7 +117,7 @@ class ServingCore:
         for text, row, share in zip(texts, probabilities, shares):
             distribution = ranked_distribution(row, predictor.labels)
             confidence = distribution[0]["probability"]
-            low_confidence = (share if rule == "in_scope_score" else confidence) < threshold
+            low_confidence = is_low_confidence(rule=rule, confidence=confidence, in_scope_score=share, threshold=threshold)
             result = {
                 "intent": distribution[0]["intent"], "confidence": confidence, "distribution": distribution,
                 "low_confidence": low_confidence, "in_scope_score": share, "rule": rule, "threshold": threshold,

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-mixed-precision", action="store_true", help="train in fp32 on CUDA too")
     train.add_argument("--head-init", choices=HEAD_INITS, default=defaults.head_init)
     train.add_argument("--oos-mode", choices=OOS_MODES, default=defaults.oos_mode, help="out-of-scope rows tune the threshold, or train as a class")
-    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="share of each target spread over the other intents")
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="share of each target spread over the other intents (default: 0.1 where the run fits the in-scope score, else 0)")
     train.add_argument("--oos-score", choices=OOS_SCORES, default=defaults.oos_score,
                        help="what sends a prediction to review: an in-scope score, or the calibrated probability")
     train.add_argument("--review-budget", type=float, default=defaults.review_budget,

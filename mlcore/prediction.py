@@ -49,6 +49,12 @@ def ranked_distribution(row: np.ndarray, labels: Sequence[str]) -> list[dict[str
     return [{"intent": labels[i], "probability": values[i]} for i in np.argsort(-row, kind="stable").tolist()]
 
 
+def is_low_confidence(*, rule: str, confidence: float, in_scope_score: float | None, threshold: float) -> bool:
+    """Whether a prediction goes to review: the ``rule``'s figure (the calibrated probability, or the
+    in-scope score) under ``threshold``. Training, the predictors and serving all decide with it."""
+    return (in_scope_score if rule == "in_scope_score" else confidence) < threshold
+
+
 def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float, in_scope_scores: np.ndarray | None = None,
          *, rule: str = "confidence") -> list[Prediction]:
     """Predictions, low in confidence when the ``rule``'s figure (the calibrated probability, or the
@@ -59,7 +65,8 @@ def rank(probabilities: np.ndarray, labels: Sequence[str], threshold: float, in_
         ranked = [(labels[i], values[i]) for i in np.argsort(-row, kind="stable").tolist()]
         intent, confidence = ranked[0]
         share = None if in_scope_scores is None else float(in_scope_scores[index])
-        predictions.append(Prediction(intent, confidence, ranked, (share if rule == "in_scope_score" else confidence) < threshold, share))
+        low_confidence = is_low_confidence(rule=rule, confidence=confidence, in_scope_score=share, threshold=threshold)
+        predictions.append(Prediction(intent, confidence, ranked, low_confidence, share))
     return predictions
 
 
@@ -150,6 +157,10 @@ class PredictorBase:
         if self.scorer is not None and confidence_threshold is None:
             return "in_scope_score", self.scorer.threshold
         return "confidence", self.threshold if confidence_threshold is None else confidence_threshold
+
+    def own_threshold(self, rule: str) -> float:
+        """The threshold the model recommends for ``rule``, fitted on its validation split."""
+        return self.scorer.threshold if rule == "in_scope_score" else self.threshold
 
     def predict(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Prediction]:
         """``threshold``, when given, is a probability threshold and imposes the probability rule."""

@@ -140,6 +140,8 @@ def train(
         encoder.pooler = None  # mean pooling replaces BERT's [CLS] pooler; keep it out of the artifact
     label_ids = {name: i for i, name in enumerate(splits.labels)}
     model = IntentClassifier(encoder, num_labels=len(splits.labels), dropout=config.dropout)
+    fits_score = in_scope_score_fits(config, splits, encoder.config.hidden_size)
+    label_smoothing = config.smoothing(fits_in_scope_score=fits_score)
 
     def to_dataset(examples: list[Example], labeled: bool = True) -> Dataset:
         columns: dict[str, list] = {"text": [e.text for e in examples]}
@@ -168,7 +170,7 @@ def train(
         num_train_epochs=epochs,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
-        label_smoothing_factor=config.label_smoothing,
+        label_smoothing_factor=label_smoothing,
         warmup_steps=config.warmup,  # a fraction of the total steps in this transformers release
         lr_scheduler_type="linear",
         seed=config.seed,
@@ -217,14 +219,17 @@ def train(
         val_logits = logits_of(splits.val)
     oos_label_id = label_ids.get(OOS_LABEL) if config.oos_mode == "class" else None
     temperature = fit_temperature(val_logits, val_labels)
-    threshold = _recommend(val_logits, val_labels, logits_of(splits.oos_val), temperature, oos_label_id)
-    ood = _fit_in_scope_rule(config, model, splits, val_logits, lambda examples: to_dataset(examples, labeled=False), train_ds, collate)
+    ood = (_fit_in_scope_rule(config, model, splits, val_logits, lambda examples: to_dataset(examples, labeled=False), train_ds, collate)
+           if fits_score else None)
 
     def scored(examples: list[Example]) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits and, with the in-scope score, the Mahalanobis distances: one pass over the texts."""
         return ood.outputs(examples) if ood else (logits_of(examples), None)
 
     oos_val_logits, oos_val_distances = scored(splits.oos_val) if splits.oos_val else (None, None)
+    # The probability threshold from the same pass (in float32, as logits_of gives them).
+    oos_for_threshold = logits_of([]) if oos_val_logits is None else oos_val_logits.astype(np.float32)
+    threshold = _recommend(val_logits, val_labels, oos_for_threshold, temperature, oos_label_id)
     metrics: dict[str, Any] = {
         "validation": _report((val_logits, ood.val_distances if ood else None), val_labels, splits, temperature, threshold,
                               (oos_val_logits, oos_val_distances), oos_label_id, ood),
@@ -234,6 +239,7 @@ def train(
             "val_examples": len(splits.val),
             "intent_counts": intent_counts(splits.train),
             "epochs": epochs,
+            "label_smoothing": label_smoothing,
             "steps": trainer.state.global_step,
             "best_epoch": keeper.best_epoch,
             "history": keeper.history,
@@ -266,15 +272,19 @@ class _InScopeRule:
                 "scorer": self.scorer.to_dict()}
 
 
-def _fit_in_scope_rule(config: TrainConfig, model: IntentClassifier, splits: Splits, val_logits: np.ndarray, to_dataset, train_ds,
-                       collate) -> _InScopeRule | None:
-    """Fit the in-scope score (mlcore.ood): class means and the shared covariance of the training
-    texts' embeddings, then the reference distribution on the in-scope validation texts. None where
-    the run keeps the probability rule (see TrainConfig.oos_score)."""
+def in_scope_score_fits(config: TrainConfig, splits: Splits, hidden_size: int) -> bool:
+    """Whether the run fits the in-scope score, or keeps the probability rule (see TrainConfig.oos_score):
+    the score needs enough in-scope validation texts for its reference, and more training texts than
+    intents plus the encoder's width, or the shared covariance is singular."""
     covariance_rank = len(splits.train) - len(splits.labels)
-    if (config.oos_score == "probability" or config.oos_mode == "class" or len(splits.val) < MIN_REFERENCE_TEXTS
-            or covariance_rank < model.encoder.config.hidden_size):
-        return None
+    return not (config.oos_score == "probability" or config.oos_mode == "class" or len(splits.val) < MIN_REFERENCE_TEXTS
+                or covariance_rank < hidden_size)
+
+
+def _fit_in_scope_rule(config: TrainConfig, model: IntentClassifier, splits: Splits, val_logits: np.ndarray, to_dataset, train_ds,
+                       collate) -> _InScopeRule:
+    """Fit the in-scope score (mlcore.ood): class means and the shared covariance of the training
+    texts' embeddings, then the reference distribution on the in-scope validation texts."""
     device = next(model.parameters()).device
     train_embeddings = _batched_outputs(lambda batch: model.embed(**batch), train_ds, collate, config.eval_batch_size, device).numpy()
     projection, projected_means = mahalanobis_projection(train_embeddings, train_ds["label"])

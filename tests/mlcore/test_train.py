@@ -119,6 +119,7 @@ def test_a_run_with_enough_validation_texts_fits_the_in_scope_score(scored_resul
     assert validation["rule"] == "in_scope_score" and validation["threshold"] == tiny_config.review_budget
     assert validation["in_scope_review_rate"] <= tiny_config.review_budget
     assert validation["confidence_rule"]["threshold"] == scored_result.threshold
+    assert scored_result.metrics["training"]["label_smoothing"] == 0.1  # smoothing goes with the score
     rule = load_artifact(scored_artifact)["in_scope_rule"]
     width = scored_result.model.encoder.config.hidden_size
     assert tuple(rule["projection"].shape) == (width, width) and tuple(rule["projected_means"].shape) == (len(scored_result.labels), width)
@@ -143,3 +144,5 @@ def test_the_probability_rule_stays_where_the_score_cannot_be_fitted(tiny_config
         assert result.metrics["training"]["val_examples"] >= 50  # the reference would have been big enough
     assert result.in_scope_rule is None and "confidence_rule" not in result.metrics["validation"]
     assert "in_scope_rule" not in result.to_artifact()
+    # Smoothing would flatten the probability this rule reads, so the default trains without it.
+    assert result.metrics["training"]["label_smoothing"] == 0.0

@@ -28,7 +28,7 @@ def test_the_launch_page_is_prefilled_and_queues_a_run(client, ml_engineer, labe
     assert response.status_code == 302 and response["Location"].endswith(f"/trainingrun/{run.pk}/change/")
     assert no_enqueue == [run.pk]
     assert run.config["epochs"] == 2 and run.requested_device == "cpu" and run.created_by == ml_engineer
-    assert run.config["review_budget"] == 0.05 and run.config["label_smoothing"] == 0.1  # what the form leaves out keeps the default
+    assert run.config["review_budget"] == 0.05 and run.config["label_smoothing"] is None  # what the form leaves out keeps the default
 
 
 def test_the_launch_page_shows_why_it_refuses(client, ml_engineer, db, no_enqueue):
