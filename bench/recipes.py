@@ -91,6 +91,7 @@ def balanced_objective(report: dict | None) -> float | None:
 
 SUMMARY_KEYS = {
     "val accuracy": lambda val, test: val["accuracy"],
+    "val AUROC": lambda val, test: val.get("oos_auroc"),
     "test accuracy": lambda val, test: test["accuracy"] if test else None,
     "test review": lambda val, test: test.get("in_scope_review_rate") if test else None,
     "test OOS recall": lambda val, test: test.get("oos_recall") if test else None,
@@ -127,8 +128,8 @@ def print_summary(rows: dict[str, list[tuple[dict, dict | None]]]) -> None:
             pairs = [(figure(*ours), figure(*theirs)) for ours, theirs in zip(results, baseline)]
             pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
             lower_is_better = key == "test review"
-            better = sum((a < b) if lower_is_better else (a > b) for a, b in pairs)
             equal = sum(abs(a - b) < 1e-12 for a, b in pairs)
+            better = sum(abs(a - b) >= 1e-12 and ((a < b) if lower_is_better else (a > b)) for a, b in pairs)
             cells.append(f"{better} / {equal} / {len(pairs) - better - equal}" if pairs else "-")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
