@@ -86,5 +86,8 @@ def test_int8_keeps_the_distance_in_fp32_and_its_own_reference(scored_artifact, 
     assert "in_scope_scorer_int8" not in check.to_dict()  # the promotion's record stays small
     rewrite_metadata(tmp_path / "model.int8.onnx", in_scope_scorer=check.in_scope_scorer_int8)
     refitted = OnnxPredictor.from_file(tmp_path / "model.int8.onnx")
-    shares = refitted.answer(texts)[1]
-    assert (shares < refitted.scorer.threshold).mean() <= refitted.scorer.threshold + 0.02
+    # On the texts its reference was refitted on, int8 sends the budget's share to review, to within
+    # a text or two (the reference is stored to six decimals).
+    reference_texts = splits_of(demo_data)["validation"][0]
+    shares = refitted.answer(reference_texts)[1]
+    assert abs((shares < refitted.scorer.threshold).mean() - refitted.scorer.threshold) <= 2 / len(reference_texts)
