@@ -13,7 +13,7 @@ with their validation and test splits and CLINC150's out-of-scope rows.
 TrainConfig's default plus s, the few-shot slice draws its 10 intents and their 10 examples with s
 (seed 0 is the first 10 intents in alphabetical order, the single-run slice), and the demo set
 splits off a different validation tenth. It then prints each recipe's mean and spread over the
-seeds and, per seed, how the other recipes compare with today's on test accuracy.
+seeds and how many seeds each other recipe beats, ties or loses to today's on each figure.
 
 Each candidate is today's recipe with one change, trained from the same seed on the train split;
 the validation split picks the best epoch and fits the temperature, as in every run. The choice is

@@ -51,7 +51,7 @@ def ranked_distribution(row: np.ndarray, labels: Sequence[str]) -> list[dict[str
 
 def is_low_confidence(*, rule: str, confidence: float, in_scope_score: float | None, threshold: float) -> bool:
     """Whether a prediction goes to review: the ``rule``'s figure (the calibrated probability, or the
-    in-scope score) under ``threshold``. Training, the predictors and serving all decide with it."""
+    in-scope score) under ``threshold``. The predictors and serving both decide with it."""
     return (in_scope_score if rule == "in_scope_score" else confidence) < threshold
 
 
@@ -154,9 +154,10 @@ class PredictorBase:
     def rule(self, confidence_threshold: float | None = None) -> tuple[str, float]:
         """What decides low confidence, and its threshold: the in-scope score where the model has one
         and no probability threshold is imposed, else the calibrated probability."""
-        if self.scorer is not None and confidence_threshold is None:
-            return "in_scope_score", self.scorer.threshold
-        return "confidence", self.threshold if confidence_threshold is None else confidence_threshold
+        if confidence_threshold is not None:
+            return "confidence", confidence_threshold
+        rule = "in_scope_score" if self.scorer is not None else "confidence"
+        return rule, self.own_threshold(rule)
 
     def own_threshold(self, rule: str) -> float:
         """The threshold the model recommends for ``rule``, fitted on its validation split."""

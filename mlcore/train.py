@@ -228,8 +228,8 @@ def train(
 
     oos_val_logits, oos_val_distances = scored(splits.oos_val) if splits.oos_val else (None, None)
     # The probability threshold from the same pass (in float32, as logits_of gives them).
-    oos_for_threshold = logits_of([]) if oos_val_logits is None else oos_val_logits.astype(np.float32)
-    threshold = _recommend(val_logits, val_labels, oos_for_threshold, temperature, oos_label_id)
+    threshold = _recommend(val_logits, val_labels, None if oos_val_logits is None else oos_val_logits.astype(np.float32),
+                           temperature, oos_label_id)
     metrics: dict[str, Any] = {
         "validation": _report((val_logits, ood.val_distances if ood else None), val_labels, splits, temperature, threshold,
                               (oos_val_logits, oos_val_distances), oos_label_id, ood),
@@ -324,7 +324,7 @@ def _recommend(val_logits, val_labels, oos_logits, temperature, oos_label_id) ->
     if oos_label_id is not None:
         oos_confidence = confidence[~in_scope]
     else:
-        oos_confidence = in_scope_score(softmax(oos_logits, temperature), None) if len(oos_logits) else None
+        oos_confidence = in_scope_score(softmax(oos_logits, temperature), None) if oos_logits is not None and len(oos_logits) else None
     return recommend_threshold(confidence[in_scope], correct[in_scope], oos_confidence)
 
 
