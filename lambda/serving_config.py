@@ -61,6 +61,12 @@ class ServingSettings(BaseModel):
     # The most a classify response may wait for the sink, retries included.
     review_timeout_ms: int = Field(default=200, ge=1, le=10_000)
     review_retries: int = Field(default=2, ge=0, le=10)
+    # What sends a prediction to the review queue besides the audit draw. "either": the serving rule
+    # (low_confidence), or, for a model with an in-scope score, a calibrated probability under the
+    # model's own probability threshold too; the score catches what looks out of scope, the
+    # probability what the model confuses, and the queue's labels teach it most (BENCHMARKS.md,
+    # section 11). "rule": low_confidence alone (the routing of issue 15).
+    review_routing: Literal["either", "rule"] = "either"
     # Also review predictions whose first and second intents are closer than this (off by default).
     ambiguity_margin: float | None = Field(default=None, ge=0.0, le=1.0)
     # The share of all predictions sent to the queue as "audit" items, whatever their confidence:

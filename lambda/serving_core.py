@@ -111,6 +111,9 @@ class ServingCore:
         """Plain dicts, serialised once: building and re-validating a pydantic model per intent
         of every answer would cost more than the model call on the serving path."""
         (rule, threshold), router = self.rule(predictor), self.router
+        # REVIEW_ROUTING=either: a model served by its in-scope score also sends what its probability
+        # calls unsure, so the queue holds the confusions that teach the next run the most.
+        also_below = predictor.threshold if rule == "in_scope_score" and self.settings.review_routing == "either" else None
         probabilities, scores = predictor.answer(texts)
         shares = [None] * len(texts) if scores is None else scores.tolist()
         results, review = [], []
@@ -125,7 +128,8 @@ class ServingCore:
             }
             results.append(result)
             second = distribution[1]["probability"] if len(distribution) > 1 else 0.0
-            reason = router.review_reason(low_confidence=low_confidence, confidence=confidence, second=second, model_version=predictor.version)
+            reason = router.review_reason(low_confidence=low_confidence, confidence=confidence, second=second, model_version=predictor.version,
+                                          probability_threshold=also_below)
             if reason is not None:
                 review.append(router.event(prediction_id=result["prediction_id"], text=text, distribution=distribution,
                                            model_version=predictor.version, threshold=threshold, reason=reason, rule=rule,

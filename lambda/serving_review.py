@@ -150,14 +150,16 @@ class ReviewRouter:
         self.delivered = 0
         self.undelivered = 0
 
-    def needs_review(self, low_confidence: bool, confidence: float, second: float) -> bool:
-        """Low in confidence by the serving rule (ServingCore.rule), or, with REVIEW_AMBIGUITY_MARGIN,
-        a top intent too close to the second."""
-        if low_confidence:
+    def needs_review(self, low_confidence: bool, confidence: float, second: float, probability_threshold: float | None = None) -> bool:
+        """Low in confidence by the serving rule (ServingCore.rule), or a calibrated probability under
+        ``probability_threshold`` (REVIEW_ROUTING=either, for a model whose rule is the in-scope score),
+        or, with AMBIGUITY_MARGIN, a top intent too close to the second."""
+        if low_confidence or (probability_threshold is not None and confidence < probability_threshold):
             return True
         return self.margin is not None and confidence - second < self.margin
 
-    def review_reason(self, *, low_confidence: bool, confidence: float, second: float, model_version: str) -> str | None:
+    def review_reason(self, *, low_confidence: bool, confidence: float, second: float, model_version: str,
+                      probability_threshold: float | None = None) -> str | None:
         """Why this prediction goes to the queue (AUDIT or LOW_CONFIDENCE), or None; counts it.
 
         The audit draw comes first and ignores the confidence, so the audit sample stays a uniform
@@ -168,7 +170,7 @@ class ReviewRouter:
         self.traffic.count(model_version=model_version, low_confidence=low_confidence, audited=audited)
         if audited:
             return AUDIT
-        return LOW_CONFIDENCE if self.needs_review(low_confidence, confidence, second) else None
+        return LOW_CONFIDENCE if self.needs_review(low_confidence, confidence, second, probability_threshold) else None
 
     @staticmethod
     def event(*, prediction_id: str, text: str, distribution: list[dict[str, Any]], model_version: str, threshold: float,

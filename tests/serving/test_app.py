@@ -57,21 +57,29 @@ def scored_onnx(scored_artifact, tmp_path_factory):
     return export_onnx(scored_artifact, tmp_path_factory.mktemp("scored") / "model.onnx")
 
 
-def test_a_model_with_an_in_scope_score_sends_to_review_by_it(make_client, scored_onnx, scored_artifact):
-    """The rule, the score and its threshold are in the answer and in the review event."""
+SCORED_TEXTS = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomorrow", "tell me a joke about the sea", "qqq vvv xxx"]
+
+
+def classified_and_sent(client, texts: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """The answers to ``texts``, and the review events they produced, by prediction id."""
     from tests.serving.test_audit import RecordingSink
 
-    texts = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomorrow", "tell me a joke about the sea", "qqq vvv xxx"]
-    client = make_client(model_uri=str(scored_onnx))
     client.app.state.router.sink = sink = RecordingSink()
     results = client.post("/classify/batch", json={"texts": texts}).json()["results"]
+    return results, {e["prediction_id"]: e for e in sink.events if "prediction_id" in e}
+
+
+def test_a_model_with_an_in_scope_score_sends_to_review_by_it(make_client, scored_onnx, scored_artifact):
+    """The rule, the score and its threshold are in the answer and in the review event."""
+    texts = SCORED_TEXTS
+    client = make_client(model_uri=str(scored_onnx), review_routing="rule")
+    results, sent = classified_and_sent(client, texts)
     predictor = Predictor.from_file(scored_artifact)
     expected = predictor.answer(texts)[1]
     assert [r["rule"] for r in results] == ["in_scope_score"] * len(texts)
     assert [r["threshold"] for r in results] == [predictor.scorer.threshold] * len(texts)
     np.testing.assert_allclose([r["in_scope_score"] for r in results], expected, atol=0.03)
     assert [r["low_confidence"] for r in results] == [r["in_scope_score"] < r["threshold"] for r in results]
-    sent = {e["prediction_id"]: e for e in sink.events if "prediction_id" in e}
     assert set(sent) == {r["prediction_id"] for r in results if r["low_confidence"]}
     for result in results:
         if result["low_confidence"]:
@@ -79,6 +87,24 @@ def test_a_model_with_an_in_scope_score_sends_to_review_by_it(make_client, score
             assert (event["rule"], event["in_scope_score"], event["threshold"]) == ("in_scope_score", result["in_scope_score"], result["threshold"])
     described = client.get("/model").json()
     assert (described["rule"], described["threshold"], described["recommended_threshold"]) == ("in_scope_score",) + (predictor.scorer.threshold,) * 2
+
+
+def test_by_default_the_queue_also_gets_what_the_probability_calls_unsure(make_client, scored_artifact, tmp_path):
+    """REVIEW_ROUTING=either: the in-scope score's low-confidence items and those whose calibrated
+    probability is under the model's probability threshold, and nothing else; the answer's
+    low_confidence still follows the rule alone."""
+    from tests.serving.conftest import variant_of
+
+    probability_threshold = 0.7  # the tiny model's answers fall on both sides of it, none within 0.08
+    model = tmp_path / "model.onnx"
+    variant_of(scored_artifact, model, threshold=probability_threshold)
+    texts = SCORED_TEXTS + ["book a table", "what's my balance", "set an alarm for six", "hmm"]
+    results, sent = classified_and_sent(make_client(model_uri=str(model)), texts)
+    by_probability = {r["prediction_id"] for r in results if r["confidence"] < probability_threshold and not r["low_confidence"]}
+    assert by_probability, "no text is unsure by the probability alone: the test would not tell the routings apart"
+    assert set(sent) == {r["prediction_id"] for r in results if r["low_confidence"]} | by_probability
+    assert [r["low_confidence"] for r in results] == [r["in_scope_score"] < r["threshold"] for r in results]
+    assert all(sent[i]["reason"] == "low_confidence" and sent[i]["rule"] == "in_scope_score" for i in by_probability)
 
 
 def test_the_threshold_settings_choose_and_override_the_rule(make_client, scored_onnx):

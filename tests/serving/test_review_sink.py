@@ -18,6 +18,9 @@ def test_the_rule_threshold_and_ambiguity_margin():
     assert plain.needs_review(True, 0.6, 0.1) and not plain.needs_review(False, 0.8, 0.19)
     strict = ReviewRouter(None, bound_seconds=0.2, retries=0, ambiguity_margin=0.7)
     assert strict.needs_review(False, 0.8, 0.19) and not strict.needs_review(False, 0.95, 0.01)
+    # REVIEW_ROUTING=either: a probability under the model's probability threshold, whatever the rule said
+    assert plain.needs_review(False, 0.6, 0.1, probability_threshold=0.7)
+    assert not plain.needs_review(False, 0.8, 0.1, probability_threshold=0.7)
 
 
 def test_confident_predictions_are_not_sent(make_client, model_file, caplog):
