@@ -7,7 +7,8 @@
 
 A seed of K labels per intent trains the first model; the rest of the train split is the traffic.
 Each round the model scores the traffic, the serving rule routes the unsure predictions to the
-queue (confidence below the model's recommended threshold), a simulated reviewer labels the first
+queue (as serving's REVIEW_ROUTING does: --route, by default "either" the in-scope score under its
+threshold or the probability under the model's probability threshold), a simulated reviewer labels the first
 N items in the queue's order with their true intents, the default recipe retrains on everything
 labeled so far, and the new model is scored on the test split. ``random`` skips the queue: N items
 of all the traffic, picked at random, as a user labeling by hand would.
@@ -71,26 +72,52 @@ def seed_split(data: LabeledData, per_intent: int, seed: int) -> tuple[list[Exam
     return labeled, traffic
 
 
+# What routes traffic to the queue (serving's REVIEW_ROUTING): "either" sends a prediction when the
+# model's in-scope score is under its threshold or its calibrated probability is under the model's
+# probability threshold; "rule" only by the serving rule (the in-scope score where the model has it,
+# as after issue 15); "probability" only by the probability (the rule before issue 15). A model
+# without the in-scope score routes by the probability under all three.
+ROUTE = "either"
+# TrainConfig fields to change from the defaults (--set), to try a recipe on the loop's data.
+RECIPE: dict[str, object] = {}
+
+
 def retrain(data: LabeledData, labeled: list[Example], seed: int) -> tuple[Predictor, dict]:
     started = time.monotonic()
-    result = train(TrainConfig(seed=seed), replace(data, train=labeled, oos_test=[]))
+    result = train(TrainConfig(**{**RECIPE, "seed": seed}), replace(data, train=labeled, oos_test=[]))
     wall = time.monotonic() - started
     predictor = Predictor(result.to_artifact())
-    test = result.metrics["test"]
+    test, training = result.metrics["test"], result.metrics["training"]
     return predictor, {
         "labels": len(labeled), "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
-        "threshold": result.threshold, "train_seconds": result.metrics["training"]["train_seconds"],
-        "retrain_seconds": round(wall, 1),
+        "val_accuracy": result.metrics["validation"]["accuracy"], "epochs": training["epochs"],
+        "threshold": result.threshold, "train_seconds": training["train_seconds"],
+        "retrain_seconds": round(wall, 1), **({"recipe": RECIPE} if RECIPE else {}),
     }
+
+
+def recipe_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE for --set: the value as JSON where it parses (numbers, null), else as a string."""
+    key, _, value = text.partition("=")
+    if key not in TrainConfig.__dataclass_fields__ or key == "seed":
+        raise argparse.ArgumentTypeError(f"{key!r} is not a TrainConfig field the loop can set")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def pick(strategy: str, predictor: Predictor, traffic: list[Example], budget: int, seed: int) -> tuple[list[int], int]:
     """The traffic positions a reviewer labels this round, and how many items the queue held."""
     if strategy == "random":
         return random.Random(seed).sample(range(len(traffic)), min(budget, len(traffic))), len(traffic)
-    probabilities = predictor.probabilities([e.text for e in traffic], batch_size=256)
+    probabilities, scores = predictor.answer([e.text for e in traffic], batch_size=256)
     best, confidence, margin = top_two(probabilities)
-    queued = np.flatnonzero(needs_review(confidence, margin, threshold=predictor.threshold))
+    unsure = needs_review(confidence, margin, threshold=predictor.threshold)
+    if ROUTE != "probability" and scores is not None:
+        out_of_scope_like = scores < predictor.own_threshold("in_scope_score")
+        unsure = out_of_scope_like if ROUTE == "rule" else unsure | out_of_scope_like
+    queued = np.flatnonzero(unsure)
     predicted = [predictor.labels[i] for i in best[queued]]
     order = review_order(confidence=confidence[queued], margin=margin[queued], predicted=predicted, strategy=strategy)
     return [int(queued[i]) for i in order[:budget]], len(queued)
@@ -105,7 +132,8 @@ def run_chain(data, labeled, traffic, first, *, strategy, seed, rounds, budget, 
         labeled += [traffic[i] for i in chosen]
         traffic = [e for i, e in enumerate(traffic) if i not in picked]
         predictor, record = retrain(data, labeled, seed)
-        record.update(seed=seed, strategy=strategy, round=round_number, queue_size=queue_size, intents_covered=intents_covered)
+        record.update(seed=seed, strategy=strategy, round=round_number, queue_size=queue_size, intents_covered=intents_covered,
+                      route=ROUTE)
         write(record)
 
 
@@ -122,14 +150,25 @@ def main() -> None:
     parser.add_argument("--intents", type=int, default=0, help="keep only the first N intents (0: all)")
     parser.add_argument("--full", action="store_true", help="also train the full-data reference (once, first seed)")
     parser.add_argument("--results", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--full-accuracy", type=float, default=None,
+                        help="with --report and no --full run in the results: the full-data model's test accuracy, "
+                             "measured elsewhere (e.g. bench/accuracy.py --retrain)")
     parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     parser.add_argument("--stability", type=int, nargs="*", metavar="K",
                         help="instead: the recipe on the first K labels per intent of one seed (nested sets), e.g. 10 20 40 80")
+    parser.add_argument("--set", type=recipe_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="train with this TrainConfig field changed, e.g. --set min_train_steps=600")
+    parser.add_argument("--route", choices=("either", "rule", "probability"), default="either",
+                        help="what routes traffic to the queue (see ROUTE; default: either)")
     args = parser.parse_args()
+    global ROUTE
+    ROUTE = args.route
+    RECIPE.update(dict(args.set))
+    TrainConfig(**RECIPE)  # a bad value fails here, before any training
     args.name = args.name or Path(args.data).stem
     results = Path(args.results)
     if args.report:
-        report(results, args.name, args.seeds)
+        report(results, args.name, args.seeds, full_accuracy=args.full_accuracy)
         return
     results.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["seed"], r["strategy"]) for r in read(results) if r.get("data") == args.name}
@@ -191,13 +230,13 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def report(path: Path, name: str, seeds_wanted: list[int] | None = None) -> None:
+def report(path: Path, name: str, seeds_wanted: list[int] | None = None, *, full_accuracy: float | None = None) -> None:
     """The markdown tables (mean and spread over seeds, by round) and the plot of accuracy against labels.
 
     A round's labels can fall short of its budget when the queue held fewer unsure items than a
     reviewer would label: the cell then says how many were spent (the mean over seeds)."""
     records = [r for r in read(path) if r.get("data") == name and (seeds_wanted is None or r["seed"] in seeds_wanted)]
-    full = [r["accuracy"] for r in records if r["strategy"] == "full"]
+    full = [r["accuracy"] for r in records if r["strategy"] == "full"] or ([full_accuracy] if full_accuracy is not None else [])
     seeds = {r["seed"]: r for r in records if r["strategy"] == "seed"}
     # strategy -> round -> [(labels, accuracy)]; round 0 is the seed model, shared by every strategy.
     curves: dict[str, dict[int, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -226,6 +265,10 @@ def report(path: Path, name: str, seeds_wanted: list[int] | None = None) -> None
                 reached = labels
         needed = f"{reached:,.0f}" if reached else (f"more than {seed_labels + rounds[-1] * budget:,.0f}" if target else "no full-data model")
         print(f"| {strategy} | " + " | ".join(cells) + f" | {needed} |")
+    if all("val_accuracy" in r for r in records if r["strategy"] not in ("full", "stability")):
+        _validation_table(records, seeds, rounds, name)
+    if full_accuracy is not None and not any(r["strategy"] == "full" for r in records):
+        print(f"\nFull data (given with --full-accuracy): **{full_accuracy:.4f}**; within 0.5 point: {full_accuracy - 0.005:.4f}.")
     for r in records:
         if r["strategy"] == "full":
             print(f"\nFull data (all {r['labels']:,} training labels, seed {r['seed']}): **{r['accuracy']:.4f}**; "
@@ -234,8 +277,8 @@ def report(path: Path, name: str, seeds_wanted: list[int] | None = None) -> None
     for r in records:
         if r["strategy"] not in ("full", "stability"):
             timing[r["round"]].append(r["retrain_seconds"])
-    print("\nRetrain wall time (training, calibration and scoring the test split), mean by round: "
-          + ", ".join(f"round {n}: {statistics.mean(v):.0f} s" for n, v in sorted(timing.items())) + ".")
+    print("\nRetrain wall time (training, calibration and scoring the test split), mean (min-max) by round: "
+          + ", ".join(f"round {n}: {statistics.mean(v):.0f} s ({min(v):.0f}-{max(v):.0f})" for n, v in sorted(timing.items())) + ".")
     stable = sorted((r for r in records if r["strategy"] == "stability"), key=lambda r: r["labels"])
     if stable:
         print("\n### Recipe stability: the same seed, more labels per intent\n")
@@ -244,6 +287,21 @@ def report(path: Path, name: str, seeds_wanted: list[int] | None = None) -> None
             print(f"| {r['per_intent']} | {r['labels']:,} | {r['accuracy']:.4f} | {r['retrain_seconds']:.0f} |")
     if curves:
         _plot(curves, full, name)
+
+
+def _validation_table(records: list[dict], seeds: dict, rounds: list[int], name: str) -> None:
+    """The same rounds scored on the data set's validation split: the figure a default is chosen on
+    (the test split only reports it)."""
+    by_round: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["strategy"] not in ("seed", "full", "stability"):
+            by_round[r["strategy"]][r["round"]].append(r["val_accuracy"])
+    print(f"\n### {name}: validation accuracy by round (mean ± standard deviation over seeds {sorted(seeds)})\n")
+    print("| strategy | " + " | ".join(f"round {n}" for n in rounds) + " |")
+    print("| --- |" + " --- |" * len(rounds))
+    first = [r["val_accuracy"] for r in seeds.values()]
+    for strategy in [s for s in ALL_STRATEGIES if s in by_round]:
+        print(f"| {strategy} | " + " | ".join(_cell(first if n == 0 else by_round[strategy].get(n, [])) for n in rounds) + " |")
 
 
 def _cell(values: list[float]) -> str:
