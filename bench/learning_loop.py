@@ -330,7 +330,7 @@ def _plot(curves, full, name) -> None:
         axes.axhline(statistics.mean(full) - 0.005, color="grey", linestyle=":", linewidth=1, label="full data − 0.5 point")
     axes.set_xlabel("labels spent")
     axes.set_ylabel("test accuracy")
-    axes.set_title(f"{name}: accuracy against labels, by review strategy (mean ± sd over seeds)")
+    axes.set_title(f"{name}: test accuracy against labels, by review strategy\n(mean ± sd over seeds)", fontsize=11)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
