@@ -4,13 +4,15 @@
     python bench/learning_loop.py --report                 # the table and plot from the results so far
     python bench/learning_loop.py --data BANKING77 --rounds 2 --full   # the second data set
     python bench/learning_loop.py --stability 10 20 40 80  # the recipe as labels grow (CLINC150, one seed)
+    python bench/learning_loop.py --self-train --results var/bench/learning_loop_self_train.jsonl   # every retrain self-trains
 
 A seed of K labels per intent trains the first model; the rest of the train split is the traffic.
 Each round the model scores the traffic, the serving rule routes the unsure predictions to the
 queue (as serving's REVIEW_ROUTING does: --route, by default "either" the in-scope score under its
 threshold or the probability under the model's probability threshold), a simulated reviewer labels the first
 N items in the queue's order with their true intents, the default recipe retrains on everything
-labeled so far, and the new model is scored on the test split. ``random`` skips the queue: N items
+labeled so far (with --self-train, also given the traffic not labeled yet, as the unlabeled texts a
+run self-trains on: mlcore.self_training), and the new model is scored on the test split. ``random`` skips the queue: N items
 of all the traffic, picked at random, as a user labeling by hand would.
 
 Every strategy of one seed starts from the same seed labels and the same first model. Results go
@@ -38,7 +40,7 @@ from bench.common import CLINC_FULL, REPO_ROOT, header  # noqa: E402
 from mlcore.config import TrainConfig  # noqa: E402
 from mlcore.data import Example, LabeledData, load_labeled_data  # noqa: E402
 from mlcore.predictor import Predictor  # noqa: E402
-from mlcore.review_strategy import STRATEGIES, needs_review, review_order, top_two  # noqa: E402
+from mlcore.review_strategy import STRATEGIES, review_order, routed, top_two  # noqa: E402
 from mlcore.train import train  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "var" / "bench" / "learning_loop.jsonl"
@@ -82,9 +84,15 @@ ROUTE = "either"
 RECIPE: dict[str, object] = {}
 
 
-def retrain(data: LabeledData, labeled: list[Example], seed: int) -> tuple[Predictor, dict]:
+# --self-train: every retrain is also given the traffic not labeled yet, as the unlabeled texts
+# mlcore.train self-trains on (mlcore.self_training).
+SELF_TRAIN = False
+
+
+def retrain(data: LabeledData, labeled: list[Example], seed: int, unlabeled: list[Example] = ()) -> tuple[Predictor, dict]:
     started = time.monotonic()
-    result = train(TrainConfig(**{**RECIPE, "seed": seed}), replace(data, train=labeled, oos_test=[]))
+    texts = [e.text for e in unlabeled] if SELF_TRAIN else []
+    result = train(TrainConfig(**{**RECIPE, "seed": seed}), replace(data, train=labeled, oos_test=[], unlabeled=texts))
     wall = time.monotonic() - started
     predictor = Predictor(result.to_artifact())
     test, training = result.metrics["test"], result.metrics["training"]
@@ -93,6 +101,7 @@ def retrain(data: LabeledData, labeled: list[Example], seed: int) -> tuple[Predi
         "val_accuracy": result.metrics["validation"]["accuracy"], "epochs": training["epochs"],
         "threshold": result.threshold, "train_seconds": training["train_seconds"],
         "retrain_seconds": round(wall, 1), **({"recipe": RECIPE} if RECIPE else {}),
+        **({"self_training": result.metrics["self_training"]} if "self_training" in result.metrics else {}),
     }
 
 
@@ -113,10 +122,8 @@ def pick(strategy: str, predictor: Predictor, traffic: list[Example], budget: in
         return random.Random(seed).sample(range(len(traffic)), min(budget, len(traffic))), len(traffic)
     probabilities, scores = predictor.answer([e.text for e in traffic], batch_size=256)
     best, confidence, margin = top_two(probabilities)
-    unsure = needs_review(confidence, margin, threshold=predictor.threshold)
-    if ROUTE != "probability" and scores is not None:
-        out_of_scope_like = scores < predictor.own_threshold("in_scope_score")
-        unsure = out_of_scope_like if ROUTE == "rule" else unsure | out_of_scope_like
+    unsure = routed(probabilities, scores, threshold=predictor.threshold, route=ROUTE,
+                    score_threshold=predictor.own_threshold("in_scope_score") if scores is not None else None)
     queued = np.flatnonzero(unsure)
     predicted = [predictor.labels[i] for i in best[queued]]
     order = review_order(confidence=confidence[queued], margin=margin[queued], predicted=predicted, strategy=strategy)
@@ -131,7 +138,7 @@ def run_chain(data, labeled, traffic, first, *, strategy, seed, rounds, budget, 
         intents_covered = len({traffic[i].intent for i in chosen})
         labeled += [traffic[i] for i in chosen]
         traffic = [e for i, e in enumerate(traffic) if i not in picked]
-        predictor, record = retrain(data, labeled, seed)
+        predictor, record = retrain(data, labeled, seed, traffic)
         record.update(seed=seed, strategy=strategy, round=round_number, queue_size=queue_size, intents_covered=intents_covered,
                       route=ROUTE)
         write(record)
@@ -160,9 +167,11 @@ def main() -> None:
                         help="train with this TrainConfig field changed, e.g. --set min_train_steps=600")
     parser.add_argument("--route", choices=("either", "rule", "probability"), default="either",
                         help="what routes traffic to the queue (see ROUTE; default: either)")
+    parser.add_argument("--self-train", action="store_true",
+                        help="give every retrain the unlabeled traffic to self-train on (use its own --results file)")
     args = parser.parse_args()
-    global ROUTE
-    ROUTE = args.route
+    global ROUTE, SELF_TRAIN
+    ROUTE, SELF_TRAIN = args.route, args.self_train
     RECIPE.update(dict(args.set))
     TrainConfig(**RECIPE)  # a bad value fails here, before any training
     args.name = args.name or Path(args.data).stem
@@ -197,7 +206,7 @@ def main() -> None:
         if not wanted:
             continue
         labeled, traffic = seed_split(data, args.seed_per_intent, seed)
-        first, first_record = retrain(data, labeled, seed)
+        first, first_record = retrain(data, labeled, seed, traffic)
         if (seed, "seed") not in done:
             write({**first_record, "seed": seed, "strategy": "seed", "round": 0})
         for strategy in wanted:

@@ -72,6 +72,10 @@ class ServingSettings(BaseModel):
     # The share of all predictions sent to the queue as "audit" items, whatever their confidence:
     # reviewers' decisions on them estimate the production model's accuracy (the admin's index).
     review_audit_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    # The share of the predictions *not* sent to review (answered with confidence) sent to Django
+    # as unlabeled traffic samples: training runs self-train on them (mlcore.self_training), which
+    # closed most of the gap to a full-data model on CLINC150 (BENCHMARKS.md, section 11). 0: none.
+    traffic_sample_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     # How often each container reports its prediction counts (the admin's Traffic page), in seconds.
     traffic_report_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
     # Where the http sink posts traffic reports; by default REVIEW_API_URL's sibling, .../traffic-reports/.

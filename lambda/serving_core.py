@@ -25,7 +25,7 @@ from mlcore.prediction import is_low_confidence, ranked_distribution
 from serving_config import ServingSettings
 from serving_fast_path import header, is_json
 from serving_model import ModelStore
-from serving_review import ReviewRouter
+from serving_review import SAMPLE, ReviewRouter
 
 logger = logging.getLogger("serving.request")
 
@@ -130,7 +130,10 @@ class ServingCore:
             second = distribution[1]["probability"] if len(distribution) > 1 else 0.0
             reason = router.review_reason(low_confidence=low_confidence, confidence=confidence, second=second, model_version=predictor.version,
                                           probability_threshold=also_below)
-            if reason is not None:
+            if reason == SAMPLE:
+                review.append(router.sample_event(prediction_id=result["prediction_id"], text=text, intent=result["intent"],
+                                                  model_version=predictor.version))
+            elif reason is not None:
                 review.append(router.event(prediction_id=result["prediction_id"], text=text, distribution=distribution,
                                            model_version=predictor.version, threshold=threshold, reason=reason, rule=rule,
                                            in_scope_score=share))

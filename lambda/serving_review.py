@@ -54,9 +54,10 @@ class HttpSink:
     def __init__(self, url: str, token: str, traffic_url: str = "") -> None:
         self.url, self.token = url, token
         self.traffic_url = traffic_url or urllib.parse.urljoin(url if url.endswith("/") else url + "/", "../traffic-reports/")
+        self.sample_url = urllib.parse.urljoin(url if url.endswith("/") else url + "/", "../traffic-samples/")
 
     def send(self, event: dict[str, Any], timeout: float) -> None:
-        url = self.traffic_url if event.get("type") == TRAFFIC_REPORT else self.url
+        url = {TRAFFIC_REPORT: self.traffic_url, SAMPLE: self.sample_url}.get(event.get("type"), self.url)
         request = urllib.request.Request(
             url, data=json.dumps(event).encode(), method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Token {self.token}"},
@@ -98,6 +99,9 @@ class SqsSink:
 # whatever the confidence: reviewers' decisions on them estimate the model's accuracy on live traffic.
 LOW_CONFIDENCE, AUDIT = "low_confidence", "audit"
 TRAFFIC_REPORT = "traffic"
+# A confidently answered prediction sent as an unlabeled traffic sample (TRAFFIC_SAMPLE_RATE): not a
+# review item; training runs self-train on these texts.
+SAMPLE = "sample"
 
 
 class TrafficCounter:
@@ -142,9 +146,10 @@ class TrafficCounter:
 
 class ReviewRouter:
     def __init__(self, sink: Sink | None, *, bound_seconds: float, retries: int, ambiguity_margin: float | None,
-                 audit_rate: float = 0.0, traffic_report_seconds: float = 60.0, rng: random.Random | None = None) -> None:
+                 audit_rate: float = 0.0, traffic_report_seconds: float = 60.0, rng: random.Random | None = None,
+                 sample_rate: float = 0.0) -> None:
         self.sink, self.bound, self.retries, self.margin = sink, bound_seconds, retries, ambiguity_margin
-        self.audit_rate = audit_rate
+        self.audit_rate, self.sample_rate = audit_rate, sample_rate
         self.rng = rng or random.Random()
         self.traffic = TrafficCounter(traffic_report_seconds)
         self.delivered = 0
@@ -160,17 +165,28 @@ class ReviewRouter:
 
     def review_reason(self, *, low_confidence: bool, confidence: float, second: float, model_version: str,
                       probability_threshold: float | None = None) -> str | None:
-        """Why this prediction goes to the queue (AUDIT or LOW_CONFIDENCE), or None; counts it.
+        """Why this prediction goes to Django: the queue (AUDIT or LOW_CONFIDENCE), a traffic sample
+        (SAMPLE), or None; counts it.
 
         The audit draw comes first and ignores the confidence, so the audit sample stays a uniform
-        sample of all traffic even where it overlaps the low-confidence items."""
+        sample of all traffic even where it overlaps the low-confidence items. The traffic sample is
+        drawn from the rest: what the model answered with confidence, the texts self-training uses."""
         if self.sink is None:
             return None
         audited = self.audit_rate > 0 and self.rng.random() < self.audit_rate
         self.traffic.count(model_version=model_version, low_confidence=low_confidence, audited=audited)
         if audited:
             return AUDIT
-        return LOW_CONFIDENCE if self.needs_review(low_confidence, confidence, second, probability_threshold) else None
+        if self.needs_review(low_confidence, confidence, second, probability_threshold):
+            return LOW_CONFIDENCE
+        return SAMPLE if self.sample_rate > 0 and self.rng.random() < self.sample_rate else None
+
+    @staticmethod
+    def sample_event(*, prediction_id: str, text: str, intent: str, model_version: str) -> dict[str, Any]:
+        return {
+            "type": SAMPLE, "prediction_id": prediction_id, "text": text, "intent": intent, "model_version": model_version,
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }
 
     @staticmethod
     def event(*, prediction_id: str, text: str, distribution: list[dict[str, Any]], model_version: str, threshold: float,
@@ -275,4 +291,5 @@ def build_router(settings) -> ReviewRouter:
     elif settings.review_sink == "sqs":
         sink = SqsSink(settings.review_queue_url, bound)
     return ReviewRouter(sink, bound_seconds=bound, retries=settings.review_retries, ambiguity_margin=settings.ambiguity_margin,
-                        audit_rate=settings.review_audit_rate, traffic_report_seconds=settings.traffic_report_seconds)
+                        audit_rate=settings.review_audit_rate, traffic_report_seconds=settings.traffic_report_seconds,
+                        sample_rate=settings.traffic_sample_rate)

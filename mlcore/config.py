@@ -59,6 +59,13 @@ class TrainConfig:
     # "class" trains them as one more intent named "oos".
     oos_mode: Literal["threshold", "class"] = "threshold"
     eval_batch_size: int = 128
+    # Given unlabeled texts (LabeledData.unlabeled), train a second time on the reviewed labels plus
+    # the texts the first model answers with confidence, labeled by it (mlcore.self_training), and
+    # keep that model unless it validates worse. Only with oos_mode "threshold". BENCHMARKS.md, 11.
+    self_training: bool = True
+    # At most this many pseudo-labels per labeled training text (the most confident), so a large
+    # traffic sample cannot make a run arbitrarily long: the second pass trains on up to 1 + ratio times the texts.
+    pseudo_label_ratio: float = 4.0
 
     def __post_init__(self) -> None:
         _require(bool(self.base_model and str(self.base_model).strip()), "base_model must not be empty")
@@ -83,6 +90,9 @@ class TrainConfig:
         _require(self.oos_score in OOS_SCORES, f"oos_score must be one of {', '.join(OOS_SCORES)}, got {self.oos_score!r}")
         _require(_is_number(self.review_budget) and 0 < self.review_budget < 1,
                  f"review_budget is a share of the in-scope traffic in (0, 1), got {self.review_budget!r}")
+        _require(isinstance(self.self_training, bool), f"self_training must be true or false, got {self.self_training!r}")
+        _require(_is_number(self.pseudo_label_ratio) and 0 <= self.pseudo_label_ratio <= 100,
+                 f"pseudo_label_ratio must be a number from 0 to 100, got {self.pseudo_label_ratio!r}")
         _require(self.oos_mode in OOS_MODES, f"oos_mode must be one of {', '.join(OOS_MODES)}, got {self.oos_mode!r}")
 
     def smoothing(self, *, fits_in_scope_score: bool) -> float:

@@ -41,6 +41,9 @@ class LabeledData:
     oos_train: list[Example] = field(default_factory=list)
     oos_val: list[Example] = field(default_factory=list)
     oos_test: list[Example] = field(default_factory=list)
+    # Texts nobody labeled (a sample of the traffic the model answered): with TrainConfig.self_training
+    # the run labels the ones its first model is confident of and trains again (mlcore.self_training).
+    unlabeled: list[str] = field(default_factory=list)
 
     @property
     def intents(self) -> list[str]:

@@ -40,6 +40,26 @@ def needs_review(confidence: np.ndarray, margin: np.ndarray, *, threshold: float
     return routed
 
 
+ROUTES = ("either", "rule", "probability")
+
+
+def routed(probabilities: np.ndarray, scores: np.ndarray | None, *, threshold: float, score_threshold: float | None,
+           route: str = "either") -> np.ndarray:
+    """Which predictions serving sends to review (REVIEW_ROUTING), as a mask over the rows.
+
+    ``either``: the in-scope score under ``score_threshold`` or the calibrated probability under
+    ``threshold``; ``rule``: the score alone (the probability where the model has no score);
+    ``probability``: the probability alone. The rest is what serving answers with confidence."""
+    if route not in ROUTES:
+        raise ConfigError(f"The review routing must be one of {', '.join(ROUTES)}, got {route!r}.")
+    _, confidence, margin = top_two(probabilities)
+    unsure = needs_review(confidence, margin, threshold=threshold)
+    if route != "probability" and scores is not None and score_threshold is not None:
+        out_of_scope_like = np.asarray(scores) < score_threshold
+        unsure = out_of_scope_like if route == "rule" else unsure | out_of_scope_like
+    return unsure
+
+
 def review_order(*, confidence: Sequence[float], margin: Sequence[float], predicted: Sequence[str], strategy: str) -> np.ndarray:
     """The positions of the items in the queue's order under ``strategy``; ties keep arrival order."""
     check_strategy(strategy)

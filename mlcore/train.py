@@ -8,7 +8,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,6 +122,55 @@ class TrainResult:
 
 
 def train(
+    config: TrainConfig,
+    data: LabeledData,
+    *,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> TrainResult:
+    """Fine-tune, keep the best epoch by validation macro-F1, calibrate, and evaluate; with
+    unlabeled texts (and ``config.self_training``), train again on the confident ones as well."""
+    result = _train_once(config, data, progress=progress, should_cancel=should_cancel)
+    if not (data.unlabeled and config.self_training and config.oos_mode == "threshold"):
+        return result
+    return _self_train(config, data, result, progress=progress, should_cancel=should_cancel)
+
+
+def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, progress, should_cancel) -> TrainResult:
+    """The second pass on the reviewed labels plus the first model's confident pseudo-labels, on
+    the first pass's validation split; kept unless its validation accuracy is lower."""
+    from mlcore.predictor import Predictor
+    from mlcore.self_training import pseudo_labels
+
+    started = time.monotonic()
+    if data.val:
+        train_part, val_part = list(data.train), list(data.val)
+    else:  # the split the first pass made (prepare_splits), so no pseudo-label ever validates
+        train_part, val_part = stratified_split(data.train, fraction=config.validation_fraction, seed=config.seed)
+    pseudo = pseudo_labels(Predictor(first.to_artifact()), data.unlabeled,
+                           labeled_texts=[e.text for e in data.train + data.val + data.oos_train + data.oos_val],
+                           limit=int(config.pseudo_label_ratio * len(train_part)))
+    report: dict[str, Any] = {
+        "unlabeled_texts": len(data.unlabeled), "pseudo_labels": len(pseudo),
+        "reviewed_only": {"validation_accuracy": first.metrics["validation"]["accuracy"],
+                          "validation_macro_f1": first.metrics["validation"]["macro_f1"],
+                          "train_seconds": first.metrics["training"]["train_seconds"]},
+    }
+    if not pseudo:
+        first.metrics["self_training"] = {**report, "kept": "reviewed_only"}
+        return first
+    logger.info("self-training: a second pass on %d labeled texts and %d pseudo-labels", len(train_part), len(pseudo))
+    second = _train_once(config, replace(data, train=train_part + pseudo, val=val_part, unlabeled=[]),
+                         progress=progress, should_cancel=should_cancel)
+    kept_second = second.metrics["validation"]["accuracy"] >= first.metrics["validation"]["accuracy"]
+    chosen = second if kept_second else first
+    chosen.metrics["self_training"] = {**report, "kept": "self_trained" if kept_second else "reviewed_only",
+                                       "seconds": round(time.monotonic() - started, 2)}
+    chosen.fingerprint = first.fingerprint  # the labeled data's, as without self-training
+    return chosen
+
+
+def _train_once(
     config: TrainConfig,
     data: LabeledData,
     *,

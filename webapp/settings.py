@@ -230,6 +230,13 @@ for _name in ("REVIEW_GROUP_MINUTES", "REVIEW_LEASE_SECONDS"):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}.")
 
+# Self-training: a run is given at most this many of the most recent traffic samples (serving's
+# TRAFFIC_SAMPLE_RATE) as unlabeled texts; 0 turns it off. mlcore keeps at most
+# TrainConfig.pseudo_label_ratio (4) pseudo-labels per labeled training text of them.
+TRAINING_UNLABELED_TEXTS = env.int("TRAINING_UNLABELED_TEXTS", default=50_000)
+if TRAINING_UNLABELED_TEXTS < 0:
+    raise ImproperlyConfigured(f"TRAINING_UNLABELED_TEXTS must be 0 or more, got {TRAINING_UNLABELED_TEXTS}.")
+
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)
 if MIN_EXAMPLES_PER_INTENT < 1:

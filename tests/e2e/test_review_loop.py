@@ -123,6 +123,33 @@ def test_audit_items_and_traffic_reports_reach_the_admin(live_server, client, pr
     assert (estimate.reviewed, estimate.correct) == (3, 2)
 
 
+def test_confident_traffic_samples_reach_django_and_the_next_run_self_trains_on_them(live_server, promoted_model, fresh_app_module,  # noqa: F811
+                                                                                      tiny_options):
+    """Serving (through the Lambda handler) sends what it answered with confidence as traffic
+    samples (rate 1, threshold 0: every answer); the next run gets them as unlabeled texts."""
+    from webapp.review.models import TrafficSample
+
+    model_uri, engineer, first_run = promoted_model
+    reporter = make_user(REVIEW_REPORTERS)
+    app = fresh_app_module(
+        MODEL_URI=model_uri, REVIEW_SINK="http", REVIEW_API_URL=f"{live_server.url}/api/v1/review-items/",
+        REVIEW_API_TOKEN=Token.objects.create(user=reporter).key, CONFIDENCE_THRESHOLD="0", REVIEW_ROUTING="rule",
+        TRAFFIC_SAMPLE_RATE="1", REVIEW_TIMEOUT_MS="3000",
+    )
+    texts = ["play some jazz please", "what is the weather like today", "read me the news now"]
+    answers = [classify(app.handler, text) for text in texts]
+    assert app.app.state.router.undelivered == 0 and not ReviewItem.objects.exists()
+    samples = {str(s.prediction_id): s for s in TrafficSample.objects.all()}
+    assert set(samples) == {a["prediction_id"] for a in answers}
+    assert all(samples[a["prediction_id"]].predicted_intent == a["intent"] for a in answers)
+
+    run = training.training_run_start(user=engineer, options=tiny_options)
+    training.training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == run.Status.SUCCEEDED, run.error_message
+    assert run.metrics["self_training"]["unlabeled_texts"] == 3
+
+
 def test_a_worker_process_groups_near_duplicates_with_the_model_that_predicted_them(qcluster, broker, labeled_workspace, tiny_options, settings):
     """The grouping task runs in a real qcluster worker: it embeds each new item with the run whose
     model predicted it and joins near-duplicates (mlcore.grouping) to the first one's group."""

@@ -115,8 +115,9 @@ def make_client():
     import app as app_module
 
     def make(*, fast_path: bool = True, **settings):
-        # No audit draw unless a test asks for one: other tests count the events they expect.
-        config = ServingSettings(**{"preload_model": False, "model_refresh_seconds": 0, "review_audit_rate": 0.0, **settings})
+        # No audit or sample draw unless a test asks for one: other tests count the events they expect.
+        config = ServingSettings(**{"preload_model": False, "model_refresh_seconds": 0, "review_audit_rate": 0.0,
+                                    "traffic_sample_rate": 0.0, **settings})
         store = ModelStore(config.model_uri, refresh_seconds=config.model_refresh_seconds, load_wait_seconds=config.model_load_wait_seconds)
         client = TestClient(app_module.create_app(config, store, fast_path=fast_path), raise_server_exceptions=False)
         client.store = store
@@ -130,7 +131,7 @@ def fresh_app_module(monkeypatch):
     """Import lambda/app.py anew with the environment given, as a cold Lambda container would."""
 
     def load(**env):
-        env = {"REVIEW_AUDIT_RATE": "0", **env}  # no audit draw unless a test asks for one
+        env = {"REVIEW_AUDIT_RATE": "0", "TRAFFIC_SAMPLE_RATE": "0", **env}  # no audit or sample draw unless a test asks for one
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
         for name in SERVING_MODULES:

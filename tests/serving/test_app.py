@@ -61,12 +61,14 @@ SCORED_TEXTS = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomo
 
 
 def classified_and_sent(client, texts: list[str]) -> tuple[list[dict], dict[str, dict]]:
-    """The answers to ``texts``, and the review events they produced, by prediction id."""
+    """The answers to ``texts``, and the review events they produced, by prediction id (traffic
+    samples and reports left out)."""
+    from serving_review import SAMPLE
     from tests.serving.test_audit import RecordingSink
 
     client.app.state.router.sink = sink = RecordingSink()
     results = client.post("/classify/batch", json={"texts": texts}).json()["results"]
-    return results, {e["prediction_id"]: e for e in sink.events if "prediction_id" in e}
+    return results, {e["prediction_id"]: e for e in sink.events if "prediction_id" in e and e.get("type") != SAMPLE}
 
 
 def test_a_model_with_an_in_scope_score_sends_to_review_by_it(make_client, scored_onnx, scored_artifact):

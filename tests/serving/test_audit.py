@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from serving_review import AUDIT, LOW_CONFIDENCE, TRAFFIC_REPORT, HttpSink, ReviewRouter, TrafficCounter
+from serving_review import AUDIT, LOW_CONFIDENCE, SAMPLE, TRAFFIC_REPORT, HttpSink, ReviewRouter, TrafficCounter
 
 
 class RecordingSink:
@@ -59,7 +59,7 @@ def test_the_app_sends_the_audit_share_of_its_predictions(make_client, model_fil
     answers = []
     for _ in range(10):
         answers += client.post("/classify/batch", json={"texts": texts}).json()["results"]
-    events = [e for e in sink.events if e.get("type") != TRAFFIC_REPORT]
+    events = [e for e in sink.events if e.get("type") not in (TRAFFIC_REPORT, SAMPLE)]
     assert all(e["reason"] == AUDIT for e in events)  # threshold 0: nothing is low-confidence
     assert within_binomial_bounds(len(events), len(answers), 0.25), len(events)
     assert {e["prediction_id"] for e in events} <= {a["prediction_id"] for a in answers}
@@ -99,3 +99,44 @@ def test_the_http_sink_posts_reports_beside_review_items():
     assert HttpSink("https://admin.example.com/api/v1/review-items/", "t").traffic_url == "https://admin.example.com/api/v1/traffic-reports/"
     assert HttpSink("https://x/api/v1/review-items", "t").traffic_url == "https://x/api/v1/traffic-reports/"
     assert HttpSink("https://x/r/", "t", "https://y/traffic/").traffic_url == "https://y/traffic/"
+
+
+# Traffic samples: confidently answered predictions sent as unlabeled texts for self-training.
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.5])
+def test_the_sample_share_is_honoured_over_confident_predictions_only(rate):
+    router = ReviewRouter(RecordingSink(), bound_seconds=1, retries=0, ambiguity_margin=None, audit_rate=0.1, sample_rate=rate,
+                          rng=random.Random(3))
+    trials = 40_000
+    confident = [router.review_reason(low_confidence=False, confidence=0.99, second=0.005, model_version="v1") for _ in range(trials)]
+    assert set(confident) == {AUDIT, SAMPLE, None}
+    # Drawn from what the audit left: a share ``rate`` of the 90% not audited.
+    assert within_binomial_bounds(confident.count(SAMPLE), trials, 0.9 * rate), confident.count(SAMPLE)
+    unsure = [router.review_reason(low_confidence=True, confidence=0.3, second=0.2, model_version="v1") for _ in range(5_000)]
+    assert SAMPLE not in unsure  # an unsure prediction is a review item, never an unlabeled sample
+    below_probability = [router.review_reason(low_confidence=False, confidence=0.6, second=0.3, model_version="v1",
+                                              probability_threshold=0.7) for _ in range(5_000)]
+    assert SAMPLE not in below_probability
+
+
+def test_the_app_sends_samples_of_its_confident_answers(make_client, model_file):
+    client = make_client(model_uri=str(model_file), confidence_threshold=0.0, review_sink="http", review_audit_rate=0.0,
+                         traffic_sample_rate=0.25, review_api_url="http://127.0.0.1:9/api/v1/review-items/", review_api_token="t",
+                         traffic_report_seconds=3600)
+    sink = client.app.state.router.sink = RecordingSink()
+    texts = [f"play song number {i}" for i in range(64)]
+    answers = {}
+    for _ in range(10):
+        answers.update({a["prediction_id"]: a for a in client.post("/classify/batch", json={"texts": texts}).json()["results"]})
+    samples = [e for e in sink.events if e.get("type") == SAMPLE]
+    assert len(samples) == len(sink.events)  # threshold 0 and no audit: nothing else is sent
+    assert within_binomial_bounds(len(samples), len(answers), 0.25), len(samples)
+    for sample in samples:
+        answer = answers[sample["prediction_id"]]
+        assert sample["text"] in texts and sample["intent"] == answer["intent"] and sample["model_version"] == answer["model_version"]
+
+
+def test_the_http_sink_posts_samples_beside_review_items():
+    assert HttpSink("https://admin.example.com/api/v1/review-items/", "t").sample_url == "https://admin.example.com/api/v1/traffic-samples/"
+    assert HttpSink("https://x/api/v1/review-items", "t", "https://y/traffic/").sample_url == "https://x/api/v1/traffic-samples/"

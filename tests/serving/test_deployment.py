@@ -80,7 +80,7 @@ def test_the_function_gets_the_settings_the_app_reads():
     template = _template()
     environment = template["Globals"]["Function"]["Environment"]["Variables"]
     assert set(environment) <= {name.upper() for name in ServingSettings.model_fields}
-    assert {"MODEL_URI", "MODEL_REFRESH_SECONDS", "API_KEYS", "CONFIDENCE_THRESHOLD", "REVIEW_SINK", "REVIEW_QUEUE_URL", "REVIEW_ROUTING"} <= set(environment)
+    assert {"MODEL_URI", "MODEL_REFRESH_SECONDS", "API_KEYS", "CONFIDENCE_THRESHOLD", "REVIEW_SINK", "REVIEW_QUEUE_URL", "REVIEW_ROUTING", "TRAFFIC_SAMPLE_RATE"} <= set(environment)
     assert template["Parameters"]["ReviewRouting"]["AllowedValues"] == list(ServingSettings.model_fields["review_routing"].annotation.__args__)
     assert environment["REVIEW_SINK"] == "sqs" and template["Parameters"]["ModelKey"]["Default"].endswith(".onnx")
     image, zipped = (template["Resources"][name]["Properties"] for name in ("ClassifyFunction", "ClassifyZipFunction"))

@@ -26,6 +26,8 @@ ML_ENGINEER_PERMISSIONS = LABELER_PERMISSIONS + [
     "training.promote_trainingrun",
     "training.view_datasetsnapshot",
     "training.view_promotion",
+    "review.view_trafficsample",
+    "review.delete_trafficsample",
 ]
 ROLE_PERMISSIONS = {
     LABELERS: LABELER_PERMISSIONS,

@@ -10,7 +10,7 @@ from django.utils.html import format_html_join
 from webapp.labeling.admin import action_confirmation_context
 from webapp.review import charts, selectors, services
 from webapp.review.forms import LabelAsForm
-from webapp.review.models import ReviewItem
+from webapp.review.models import ReviewItem, TrafficSample
 from webapp.review.screen import LabelingScreen
 
 # What the queue's order means, shown above it (REVIEW_STRATEGY; mlcore/review_strategy.py).
@@ -185,3 +185,22 @@ class ReviewItemAdmin(admin.ModelAdmin):
     @admin.action(description="Dismiss", permissions=["change"])
     def dismiss(self, request, queryset):
         self._apply(request, queryset, services.review_item_dismiss, "Dismissed")
+
+
+@admin.register(TrafficSample)
+class TrafficSampleAdmin(admin.ModelAdmin):
+    """Confidently answered traffic serving sent as a sample (TRAFFIC_SAMPLE_RATE): unlabeled texts
+    that training runs self-train on. Read-only; delete what should not be trained on."""
+
+    list_display = ("text", "predicted_intent", "model_version", "received_at")
+    list_filter = ("model_version",)
+    search_fields = ("text",)
+    date_hierarchy = "received_at"
+    readonly_fields = ("prediction_id", "text", "predicted_intent", "model_version", "predicted_at", "received_at")
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

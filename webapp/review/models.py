@@ -98,6 +98,25 @@ class TrafficReport(models.Model):
         return f"{self.day} {self.model_version}: {self.predictions} predictions"
 
 
+class TrafficSample(models.Model):
+    """A prediction serving answered with confidence, sent as a sample of the traffic
+    (TRAFFIC_SAMPLE_RATE in serving). Nobody reviews it: a training run self-trains on the most
+    recent samples (mlcore.self_training), labeled by its own first model, not by this prediction."""
+
+    prediction_id = models.UUIDField(unique=True, help_text="From the serving app; makes ingestion idempotent.")
+    text = models.TextField()
+    predicted_intent = models.CharField(max_length=100, help_text="what the serving model answered (kept for reference)")
+    model_version = models.CharField(max_length=64, db_index=True)
+    predicted_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.text if len(self.text) <= 80 else self.text[:77] + "..."
+
+
 class ReviewDecision(models.Model):
     """One decision made on the labeling screen: what it changed, so that its reviewer can undo it."""
 

@@ -21,7 +21,7 @@ from django.db.models.functions import RowNumber, TruncDate
 from django.utils import timezone
 
 from mlcore.evaluate import wilson_interval
-from webapp.review.models import ReviewItem, TrafficReport
+from webapp.review.models import ReviewItem, TrafficReport, TrafficSample
 
 DECIDED = (ReviewItem.Status.LABELED, ReviewItem.Status.OUT_OF_SCOPE)
 
@@ -163,3 +163,11 @@ def leased_groups(*, other_than) -> QuerySet:
     """The keys of the groups another reviewer holds a live lease on."""
     return (ReviewItem.objects.filter(status=ReviewItem.Status.PENDING, leased_until__gt=timezone.now())
             .exclude(leased_by=other_than).order_by().values("group_key"))
+
+
+def traffic_sample_texts(*, limit: int) -> list[str]:
+    """The texts of the ``limit`` most recent traffic samples: the unlabeled texts a training run
+    self-trains on (mlcore.self_training)."""
+    if limit <= 0:
+        return []
+    return list(TrafficSample.objects.order_by("-received_at", "-id").values_list("text", flat=True)[:limit])

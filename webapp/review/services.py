@@ -27,7 +27,7 @@ from mlcore.data import OOS_LABEL
 from webapp.labeling import services as labeling
 from webapp.labeling.models import Intent, Utterance, text_key
 from webapp.labeling.services import strip_unstorable
-from webapp.review.models import ReviewDecision, ReviewItem, TrafficReport
+from webapp.review.models import ReviewDecision, ReviewItem, TrafficReport, TrafficSample
 from webapp.review import selectors
 from webapp.review.selectors import DECIDED, audit_estimates
 
@@ -225,10 +225,40 @@ def traffic_report_ingest(*, report: Any) -> tuple[TrafficReport, bool]:
         return TrafficReport.objects.get(report_id=report_id), False
 
 
-def serving_event_ingest(*, event: Any) -> tuple[ReviewItem | TrafficReport, bool]:
-    """A message from serving, whichever kind: a traffic report, or a review event."""
+TRAFFIC_SAMPLE = "sample"
+SAMPLE_FIELDS = ("prediction_id", "text", "intent", "model_version", "time")
+
+
+def traffic_sample_ingest(*, sample: Any) -> tuple[TrafficSample, bool]:
+    """Store a confidently answered prediction as an unlabeled traffic sample (self-training);
+    the same prediction id again returns the first one."""
+    if not isinstance(sample, dict):
+        raise ValidationError({"sample": "must be a JSON object."})
+    missing = [f for f in SAMPLE_FIELDS if f not in sample]
+    if missing:
+        raise ValidationError({f: "This field is required." for f in missing})
+    try:
+        prediction_id = uuid.UUID(str(sample["prediction_id"]))
+    except ValueError:
+        raise ValidationError({"prediction_id": f"must be a UUID, got {str(sample['prediction_id'])[:60]!r}."}) from None
+    values = dict(
+        text=_text(sample["text"]), predicted_intent=_label(sample["intent"], "intent", max_length=100),
+        model_version=_label(sample["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
+        predicted_at=_moment(sample["time"]),
+    )
+    try:
+        with transaction.atomic():
+            return TrafficSample.objects.get_or_create(prediction_id=prediction_id, defaults=values)
+    except IntegrityError:  # the same sample arrived twice at once
+        return TrafficSample.objects.get(prediction_id=prediction_id), False
+
+
+def serving_event_ingest(*, event: Any) -> tuple[ReviewItem | TrafficReport | TrafficSample, bool]:
+    """A message from serving, whichever kind: a traffic report, a traffic sample, or a review event."""
     if isinstance(event, dict) and event.get("type") == TRAFFIC_REPORT:
         return traffic_report_ingest(report=event)
+    if isinstance(event, dict) and event.get("type") == TRAFFIC_SAMPLE:
+        return traffic_sample_ingest(sample=event)
     return review_item_ingest(event=event)
 
 

@@ -32,12 +32,14 @@ from mlcore.data import OOS_LABEL, Example, LabeledData, dataset_fingerprint
 from mlcore.errors import ArtifactError, ConfigError, MlcoreError, TrainingCancelled
 from mlcore.files import atomic_write, is_s3_uri, parse_s3_uri
 from webapp.labeling.models import Utterance
+from webapp.review import selectors as review_selectors
 from webapp.training.models import DatasetSnapshot, Promotion, SnapshotRow, TrainingRun
 
 logger = logging.getLogger(__name__)
 
 # What the launch form and API may set; the rest of TrainConfig keeps mlcore's defaults.
-LAUNCH_OPTIONS = ("base_model", "device", "epochs", "batch_size", "learning_rate", "seed", "max_length", "validation_fraction", "review_budget")
+LAUNCH_OPTIONS = ("base_model", "device", "epochs", "batch_size", "learning_rate", "seed", "max_length", "validation_fraction", "review_budget",
+                  "self_training")
 LOG_TAIL_LINES = 60
 
 
@@ -341,7 +343,15 @@ def _train_and_store(run_id: int, log: _RunLog) -> dict[str, Any]:
         log.note(f"run #{run_id}: {run.snapshot.train_count} training rows, {run.snapshot.heldout_count} held out, "
                  f"device {device} ({torch.get_num_threads()} CPU threads), base model {config.base_model}")
         writer = _ProgressWriter(run_id, log, settings.TRAINING_PROGRESS_INTERVAL_SECONDS)
-        result = train(config, snapshot_to_data(run.snapshot), progress=writer.progress, should_cancel=writer.should_cancel)
+        data = snapshot_to_data(run.snapshot)
+        if config.self_training:
+            data.unlabeled = review_selectors.traffic_sample_texts(limit=settings.TRAINING_UNLABELED_TEXTS)
+            if data.unlabeled:
+                log.note(f"self-training: {len(data.unlabeled)} traffic samples; a second pass trains on the confident ones")
+        result = train(config, data, progress=writer.progress, should_cancel=writer.should_cancel)
+        if "self_training" in result.metrics:
+            report = result.metrics["self_training"]
+            log.note(f"self-training: {report['pseudo_labels']} pseudo-labels; kept the {report['kept'].replace('_', ' ')} model")
         log.note("storing the artifact")
         outcome.update(_store_artifact(run, result))
         log.note(f"succeeded: artifact {outcome['artifact']} ({outcome['artifact_size']} bytes, sha256 {outcome['artifact_sha256'][:12]})")

@@ -2,7 +2,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from webapp.labeling.api.views import IntentViewSet, UtteranceViewSet
-from webapp.review.api.views import ReviewItemIngestView, TrafficReportIngestView
+from webapp.review.api.views import ReviewItemIngestView, TrafficReportIngestView, TrafficSampleIngestView
 from webapp.training.api.views import PromotionViewSet, TrainingRunViewSet
 
 
@@ -22,5 +22,6 @@ router.register("promotions", PromotionViewSet, basename="promotion")
 urlpatterns = [
     path("review-items/", ReviewItemIngestView.as_view(), name="review-items"),
     path("traffic-reports/", TrafficReportIngestView.as_view(), name="traffic-reports"),
+    path("traffic-samples/", TrafficSampleIngestView.as_view(), name="traffic-samples"),
     *router.urls,
 ]

@@ -57,3 +57,21 @@ class TrafficReportReceiptSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     report_id = serializers.UUIDField()
     created = serializers.BooleanField(help_text="False when a report with this id was already stored.")
+
+
+class TrafficSampleSerializer(serializers.Serializer):
+    """A prediction serving answered with confidence, sent as a sample of the traffic (TRAFFIC_SAMPLE_RATE):
+    training runs self-train on the most recent ones."""
+
+    type = serializers.ChoiceField(choices=["sample"], required=False, help_text="Always \"sample\" (the SQS queue carries every kind).")
+    prediction_id = serializers.UUIDField(help_text="The prediction's id: the same id again stores nothing new.")
+    text = serializers.CharField()
+    intent = serializers.CharField(max_length=100, help_text="What the serving model answered.")
+    model_version = serializers.CharField(max_length=MODEL_VERSION_MAX_LENGTH)
+    time = serializers.DateTimeField(help_text="When the prediction was made, with its UTC offset.")
+
+
+class TrafficSampleReceiptSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    prediction_id = serializers.UUIDField()
+    created = serializers.BooleanField(help_text="False when a sample with this prediction id was already stored.")

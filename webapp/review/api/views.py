@@ -11,6 +11,7 @@ from webapp.labeling.api.schema import ErrorDetailSerializer
 from webapp.review import services
 from webapp.review.api.serializers import (
     ReviewEventSerializer, ReviewItemReceiptSerializer, TrafficReportReceiptSerializer, TrafficReportSerializer,
+    TrafficSampleReceiptSerializer, TrafficSampleSerializer,
 )
 
 
@@ -67,6 +68,15 @@ class TrafficReportIngestView(_ServingIngestView):
     def ingest(self, data) -> tuple[dict, bool]:
         report, created = services.traffic_report_ingest(report=data)
         return {"id": report.pk, "report_id": str(report.report_id)}, created
+
+
+@extend_schema_view(post=_ingest_schema(TrafficSampleSerializer, TrafficSampleReceiptSerializer, "A sample with this prediction id was already stored."))
+class TrafficSampleIngestView(_ServingIngestView):
+    """Where the serving app posts its samples of confidently answered traffic (self-training)."""
+
+    def ingest(self, data) -> tuple[dict, bool]:
+        sample, created = services.traffic_sample_ingest(sample=data)
+        return {"id": sample.pk, "prediction_id": str(sample.prediction_id)}, created
 
 
 def _refuse_large_bodies(request) -> None:

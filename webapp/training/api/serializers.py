@@ -16,6 +16,7 @@ class LaunchSerializer(serializers.Serializer):
     max_length = serializers.IntegerField(required=False)
     validation_fraction = serializers.FloatField(required=False)
     review_budget = serializers.FloatField(required=False, help_text="The share of in-scope traffic the in-scope score sends to review.")
+    self_training = serializers.BooleanField(required=False, help_text="Also train on serving's traffic samples, labeled by the run's first model (default true).")
 
 
 class SnapshotSerializer(serializers.ModelSerializer):

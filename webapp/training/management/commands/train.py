@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int)
         parser.add_argument("--max-length", type=int)
         parser.add_argument("--validation-fraction", type=float)
+        parser.add_argument("--no-self-training", dest="self_training", action="store_false", default=None,
+                            help="do not train on serving's traffic samples")
         parser.add_argument("--user", help="username recorded as the launcher")
         parser.add_argument("--wait", action="store_true", help="follow the run; exit 1 unless it succeeds")
         parser.add_argument("--promote", action="store_true", help="with --wait: promote the run when it succeeds")

@@ -1,0 +1,111 @@
+"""Traffic samples: confidently answered predictions serving sends as unlabeled texts, stored once,
+and the unlabeled texts a training run self-trains on."""
+
+import json
+import uuid
+
+import pytest
+
+from tests.factories import read_demo_rows
+from webapp.review import selectors, services
+from webapp.review.models import TrafficSample
+
+SAMPLES_URL = "/api/v1/traffic-samples/"
+
+
+def traffic_sample(**overrides) -> dict:
+    sample = {"type": "sample", "prediction_id": str(uuid.uuid4()), "text": "play some jazz please", "intent": "play_music",
+              "model_version": "abc123def456", "time": "2026-12-01T10:00:00.000+00:00"}
+    sample.update(overrides)
+    return sample
+
+
+def test_a_sample_is_stored_once(api_for, reporter):
+    sample = traffic_sample(text="  play   some jazz please ")
+    client = api_for(reporter)
+    first = client.post(SAMPLES_URL, sample, format="json")
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = client.post(SAMPLES_URL, sample, format="json")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    stored = TrafficSample.objects.get()
+    assert (stored.text, stored.predicted_intent, stored.model_version) == ("play some jazz please", "play_music", "abc123def456")
+
+
+def test_only_the_service_token_posts_samples(api_for, labeler, db):
+    assert api_for(None).post(SAMPLES_URL, traffic_sample(), format="json").status_code == 401
+    assert api_for(labeler).post(SAMPLES_URL, traffic_sample(), format="json").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "change, field, reason",
+    [
+        ({"prediction_id": "nope"}, "prediction_id", "must be a UUID"),
+        ({"text": "   "}, "text", "non-empty string"),
+        ({"text": 7}, "text", "non-empty string"),
+        ({"intent": ""}, "intent", "1 to 100 characters"),
+        ({"model_version": "x" * 65}, "model_version", "1 to 64 characters"),
+        ({"time": "2026-12-01T10:00:00"}, "time", "without a UTC offset"),
+        ({"time": None}, "time", "ISO 8601"),
+    ],
+)
+def test_a_malformed_sample_is_400_with_a_reason(api_for, reporter, change, field, reason):
+    response = api_for(reporter).post(SAMPLES_URL, traffic_sample(**change), format="json")
+    assert response.status_code == 400 and reason in " ".join(response.json()[field])
+    assert not TrafficSample.objects.exists()
+
+
+def test_a_missing_field_is_named(api_for, reporter):
+    sample = traffic_sample()
+    del sample["intent"]
+    response = api_for(reporter).post(SAMPLES_URL, sample, format="json")
+    assert response.status_code == 400 and "required" in " ".join(response.json()["intent"])
+
+
+def test_replay_and_the_sqs_drain_take_samples_too(db):
+    """The SQS queue and the replay of undelivered lines carry samples beside review events."""
+    sample = traffic_sample()
+    line = json.dumps({"event": "review_event_undelivered", "reason": "down", "review_event": sample})
+    for _ in range(2):
+        services.review_events_replay(lines=[line])
+    assert TrafficSample.objects.get().prediction_id == uuid.UUID(sample["prediction_id"])
+
+
+def test_training_takes_the_most_recent_samples(db, settings):
+    for i in range(5):
+        services.traffic_sample_ingest(sample=traffic_sample(text=f"sample {i}"))
+    assert selectors.traffic_sample_texts(limit=3) == ["sample 4", "sample 3", "sample 2"]
+    assert selectors.traffic_sample_texts(limit=0) == []
+
+
+def test_ml_engineers_see_and_delete_samples_labelers_do_not(client, ml_engineer, labeler):
+    services.traffic_sample_ingest(sample=traffic_sample(text="a sample to look at"))
+    client.force_login(ml_engineer)
+    page = client.get("/admin/review/trafficsample/")
+    assert page.status_code == 200 and "a sample to look at" in page.content.decode()
+    assert client.get("/admin/review/trafficsample/add/").status_code == 403
+    client.force_login(labeler)
+    assert client.get("/admin/review/trafficsample/").status_code == 403
+
+
+@pytest.fixture
+def sampled_traffic(db):
+    """Unlabeled texts like the demo data's, as serving would have sent them."""
+    texts = [f"{text} please" for text, _ in read_demo_rows()]
+    for text in texts:
+        services.traffic_sample_ingest(sample=traffic_sample(text=text))
+    return texts
+
+
+def test_a_run_self_trains_on_the_traffic_samples(sampled_traffic, trained):
+    run = trained()
+    report = run.metrics["self_training"]
+    assert report["unlabeled_texts"] == len(sampled_traffic) and report["pseudo_labels"] > 0
+    assert report["kept"] in ("self_trained", "reviewed_only")
+    assert f"self-training: {len(sampled_traffic)} traffic samples" in run.log_tail
+    assert f"self-training: {report['pseudo_labels']} pseudo-labels" in run.log_tail
+
+
+def test_a_run_launched_without_self_training_ignores_the_samples(sampled_traffic, trained, settings):
+    assert "self_training" not in trained(self_training=False).metrics
+    settings.TRAINING_UNLABELED_TEXTS = 0
+    assert "self_training" not in trained().metrics
