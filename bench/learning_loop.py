@@ -98,7 +98,8 @@ def retrain(data: LabeledData, labeled: list[Example], seed: int, unlabeled: lis
     test, training = result.metrics["test"], result.metrics["training"]
     return predictor, {
         "labels": len(labeled), "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
-        "val_accuracy": result.metrics["validation"]["accuracy"], "epochs": training["epochs"],
+        "val_accuracy": result.metrics["validation"]["accuracy"], "val_oos_auroc": result.metrics["validation"].get("oos_auroc"),
+        "epochs": training["epochs"],
         "threshold": result.threshold, "train_seconds": training["train_seconds"],
         "retrain_seconds": round(wall, 1), **({"recipe": RECIPE} if RECIPE else {}),
         **({"self_training": result.metrics["self_training"]} if "self_training" in result.metrics else {}),

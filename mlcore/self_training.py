@@ -22,14 +22,15 @@ from mlcore.review_strategy import routed, top_two
 def pseudo_labels(predictor: PredictorBase, texts: Sequence[str], *, labeled_texts: Sequence[str], limit: int,
                   batch_size: int = 256) -> list[Example]:
     """The texts ``predictor`` answers with confidence, labeled with its prediction, most confident
-    first and at most ``limit``. Texts already labeled, and repeats, are left out: a reviewer's
-    label always wins over the model's."""
-    seen = {normalize_text(t) for t in labeled_texts}
+    first and at most ``limit``. Texts already labeled (in any split, held-out ones included), and
+    repeats, are left out, ignoring case and spacing: a reviewer's label always wins over the model's,
+    and no pseudo-label repeats a text that validates or tests."""
+    seen = {_folded(t) for t in labeled_texts}  # the tokenizers lowercase: "Book a flight" is "book a flight"
     candidates = []
     for text in texts:
-        text = normalize_text(text)
-        if text and text not in seen:
-            seen.add(text)
+        text, key = normalize_text(text), _folded(text)
+        if text and key not in seen:
+            seen.add(key)
             candidates.append(text)
     if not candidates or limit <= 0:
         return []
@@ -40,3 +41,7 @@ def pseudo_labels(predictor: PredictorBase, texts: Sequence[str], *, labeled_tex
     kept = np.flatnonzero(confident)
     kept = kept[np.argsort(-confidence[kept], kind="stable")][:limit]
     return [Example(candidates[i], predictor.labels[best[i]]) for i in sorted(kept)]
+
+
+def _folded(text: str) -> str:
+    return normalize_text(text).casefold()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -138,7 +139,7 @@ def train(
 
 def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, progress, should_cancel) -> TrainResult:
     """The second pass on the reviewed labels plus the first model's confident pseudo-labels, on
-    the first pass's validation split; kept unless its validation accuracy is lower."""
+    the first pass's validation split; kept if it validates as well (_validates_as_well)."""
     from mlcore.predictor import Predictor
     from mlcore.self_training import pseudo_labels
 
@@ -147,27 +148,62 @@ def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, p
         train_part, val_part = list(data.train), list(data.val)
     else:  # the split the first pass made (prepare_splits), so no pseudo-label ever validates
         train_part, val_part = stratified_split(data.train, fraction=config.validation_fraction, seed=config.seed)
-    pseudo = pseudo_labels(Predictor(first.to_artifact()), data.unlabeled,
-                           labeled_texts=[e.text for e in data.train + data.val + data.oos_train + data.oos_val],
-                           limit=int(config.pseudo_label_ratio * len(train_part)))
+    first_validation = first.metrics["validation"]
     report: dict[str, Any] = {
-        "unlabeled_texts": len(data.unlabeled), "pseudo_labels": len(pseudo),
-        "reviewed_only": {"validation_accuracy": first.metrics["validation"]["accuracy"],
-                          "validation_macro_f1": first.metrics["validation"]["macro_f1"],
+        "unlabeled_texts": len(data.unlabeled), "unlabeled_fingerprint": _texts_fingerprint(data.unlabeled), "pseudo_labels": 0,
+        "reviewed_only": {"validation_accuracy": first_validation["accuracy"], "validation_macro_f1": first_validation["macro_f1"],
+                          "validation_oos_auroc": first_validation.get("oos_auroc"),
+                          "test_accuracy": first.metrics.get("test", {}).get("accuracy"),
                           "train_seconds": first.metrics["training"]["train_seconds"]},
     }
+    if not val_part:  # nothing would tell the two passes apart
+        first.metrics["self_training"] = {**report, "kept": "reviewed_only"}
+        return first
+    pseudo = pseudo_labels(Predictor(first.to_artifact()), data.unlabeled,
+                           labeled_texts=[e.text for e in data.train + data.val + data.test + data.oos_train + data.oos_val + data.oos_test],
+                           limit=int(config.pseudo_label_ratio * len(train_part)))
+    report["pseudo_labels"] = len(pseudo)
     if not pseudo:
         first.metrics["self_training"] = {**report, "kept": "reviewed_only"}
         return first
+    if should_cancel is not None and should_cancel():
+        raise TrainingCancelled("Training was cancelled between the two self-training passes.")
     logger.info("self-training: a second pass on %d labeled texts and %d pseudo-labels", len(train_part), len(pseudo))
     second = _train_once(config, replace(data, train=train_part + pseudo, val=val_part, unlabeled=[]),
                          progress=progress, should_cancel=should_cancel)
-    kept_second = second.metrics["validation"]["accuracy"] >= first.metrics["validation"]["accuracy"]
-    chosen = second if kept_second else first
-    chosen.metrics["self_training"] = {**report, "kept": "self_trained" if kept_second else "reviewed_only",
+    chosen = second if _validates_as_well(second.metrics["validation"], first_validation) else first
+    second_validation = second.metrics["validation"]
+    report["self_trained"] = {"validation_accuracy": second_validation["accuracy"], "validation_macro_f1": second_validation["macro_f1"],
+                              "validation_oos_auroc": second_validation.get("oos_auroc"),
+                              "test_accuracy": second.metrics.get("test", {}).get("accuracy"),
+                              "train_seconds": second.metrics["training"]["train_seconds"]}
+    chosen.metrics["self_training"] = {**report, "kept": "self_trained" if chosen is second else "reviewed_only",
                                        "seconds": round(time.monotonic() - started, 2)}
     chosen.fingerprint = first.fingerprint  # the labeled data's, as without self-training
     return chosen
+
+
+# How much out-of-scope AUROC the second pass may lose on validation and still be kept: half a point,
+# the same tolerance the learning loop's target allows against a full-data model.
+AUROC_TOLERANCE = 0.005
+
+
+def _validates_as_well(second: dict[str, Any], first: dict[str, Any]) -> bool:
+    """In-scope accuracy at least the first pass's, and out-of-scope AUROC (where both have it) not
+    more than AUROC_TOLERANCE lower: pseudo-labels must not buy accuracy with worse review routing."""
+    if second["accuracy"] < first["accuracy"]:
+        return False
+    if first.get("oos_auroc") is None or second.get("oos_auroc") is None:
+        return True
+    return second["oos_auroc"] >= first["oos_auroc"] - AUROC_TOLERANCE
+
+
+def _texts_fingerprint(texts: list[str]) -> str:
+    """Which unlabeled texts a run was given (the samples may be deleted later)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "replace") + b"\0")
+    return digest.hexdigest()
 
 
 def _train_once(

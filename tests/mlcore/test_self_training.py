@@ -10,7 +10,7 @@ from mlcore.errors import ConfigError
 from mlcore.predictor import Predictor
 from mlcore.review_strategy import routed
 from mlcore.self_training import pseudo_labels
-from mlcore.train import train
+from mlcore.train import _validates_as_well, train
 
 # Rows: confident and in scope; unsure by probability; confident but out of scope by the score.
 PROBABILITIES = np.array([[0.95, 0.05], [0.55, 0.45], [0.90, 0.10]])
@@ -58,9 +58,10 @@ def test_pseudo_labels_are_the_confident_predictions(predictor, traffic):
 def test_labeled_texts_and_repeats_are_left_out_and_the_limit_keeps_the_most_confident(predictor, traffic):
     everything = pseudo_labels(predictor, traffic, labeled_texts=[], limit=len(traffic))
     labeled = everything[0].text
-    again = pseudo_labels(predictor, traffic + [f"  {traffic[1]} "], labeled_texts=[labeled], limit=len(traffic))
+    # The labeled text in other case and spacing, and a repeat of another text, are left out too.
+    again = pseudo_labels(predictor, traffic + [f"  {traffic[1].upper()} "], labeled_texts=[f" {labeled.upper()}  "], limit=len(traffic))
     assert labeled not in {p.text for p in again}
-    assert len({p.text for p in again}) == len(again) == len(everything) - 1
+    assert len({p.text.casefold() for p in again}) == len(again) == len(everything) - 1
     top = pseudo_labels(predictor, traffic, labeled_texts=[], limit=3)
     confidence = dict(zip(traffic, predictor.answer(traffic)[0].max(axis=1)))
     assert len(top) == 3 and min(confidence[p.text] for p in top) >= sorted(confidence[p.text] for p in everything)[-3]
@@ -75,14 +76,40 @@ def self_trained(tiny_config, demo_data, traffic):
 def test_a_run_with_unlabeled_texts_trains_again_on_its_confident_ones(self_trained, tiny_result, demo_data):
     report = self_trained.metrics["self_training"]
     assert report["unlabeled_texts"] == len(demo_data.train) and report["pseudo_labels"] > 0
+    assert len(report["unlabeled_fingerprint"]) == 64
     assert report["reviewed_only"]["validation_accuracy"] == tiny_result.metrics["validation"]["accuracy"]
     assert report["kept"] in ("self_trained", "reviewed_only")
+    kept = report["self_trained"] if report["kept"] == "self_trained" else report["reviewed_only"]
+    assert kept["validation_accuracy"] == self_trained.metrics["validation"]["accuracy"]
+    # Kept only if it validates as well: the rule, whichever model won.
+    first, second = ({"accuracy": r["validation_accuracy"], "oos_auroc": r["validation_oos_auroc"]}
+                     for r in (report["reviewed_only"], report["self_trained"]))
+    assert (report["kept"] == "self_trained") == _validates_as_well(second, first)
     # The second pass validates on the first pass's split: no pseudo-label ever validates.
     assert self_trained.metrics["training"]["val_examples"] == tiny_result.metrics["training"]["val_examples"]
     if report["kept"] == "self_trained":
         assert self_trained.metrics["training"]["train_examples"] == tiny_result.metrics["training"]["train_examples"] + report["pseudo_labels"]
         assert self_trained.metrics["validation"]["accuracy"] >= report["reviewed_only"]["validation_accuracy"]
     assert self_trained.fingerprint == tiny_result.fingerprint  # the labeled data's
+
+
+def test_held_out_texts_never_come_back_as_pseudo_labels(tiny_config, demo_data):
+    """A text of the test split sent as traffic must not train: it would inflate the held-out figures."""
+    held_out = demo_data.train[:20]
+    data = replace(demo_data, train=demo_data.train[20:], test=held_out, unlabeled=[e.text.upper() for e in held_out])
+    result = train(replace(tiny_config, epochs=1), data)
+    assert result.metrics["self_training"]["pseudo_labels"] == 0 and result.metrics["self_training"]["kept"] == "reviewed_only"
+
+
+@pytest.mark.parametrize(("second", "kept"), [
+    ({"accuracy": 0.90, "oos_auroc": 0.95}, True),
+    ({"accuracy": 0.89, "oos_auroc": 0.99}, False),  # less accurate
+    ({"accuracy": 0.91, "oos_auroc": 0.94}, False),  # more accurate, but routes out-of-scope texts worse
+    ({"accuracy": 0.91, "oos_auroc": 0.946}, True),  # within the tolerance
+    ({"accuracy": 0.90, "oos_auroc": None}, True),
+])
+def test_the_second_pass_is_kept_only_if_it_validates_as_well(second, kept):
+    assert _validates_as_well(second, {"accuracy": 0.90, "oos_auroc": 0.95}) is kept
 
 
 def test_self_training_off_ignores_unlabeled_texts(tiny_config, demo_data, traffic):

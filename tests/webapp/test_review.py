@@ -270,7 +270,7 @@ def test_replay_counts_a_bad_line_and_goes_on(db, tmp_path, database_refuses):
     out = io.StringIO()
     call_command("replay_review_events", str(log), stdout=out)
     assert sorted(ReviewItem.objects.values_list("text", flat=True)) == ["after", "before"]
-    assert "2 review items created, 0 already present, 2 malformed, 1 refused by the database" in out.getvalue()
+    assert "2 stored (review items, traffic reports and samples), 0 already present, 2 malformed, 1 refused by the database" in out.getvalue()
 
 
 @pytest.fixture
@@ -305,7 +305,7 @@ def test_the_drain_task_moves_sqs_messages_into_the_queue(db, review_queue):
     for body in (json.dumps(event), json.dumps(event), json.dumps(event)):
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
     counts = review_queue_drain_task()
-    assert counts == {"received": 3, "created": 1, "duplicates": 2, "malformed": 0, "failed": 0}
+    assert counts == {"received": 3, "created": 1, "duplicates": 2, "malformed": 0, "failed": 0, "samples_pruned": 0}
     assert ReviewItem.objects.get().text == "drained text"
     assert queue_counts(sqs, queue_url) == (0, 0)
 

@@ -77,6 +77,19 @@ def test_training_takes_the_most_recent_samples(db, settings):
     assert selectors.traffic_sample_texts(limit=0) == []
 
 
+def test_the_drain_task_keeps_only_the_samples_a_run_could_use(db, settings):
+    from webapp.review.tasks import review_queue_drain_task
+
+    for i in range(6):
+        services.traffic_sample_ingest(sample=traffic_sample(text=f"sample {i}"))
+    settings.TRAINING_UNLABELED_TEXTS = 4
+    assert review_queue_drain_task()["samples_pruned"] == 2
+    assert sorted(TrafficSample.objects.values_list("text", flat=True)) == ["sample 2", "sample 3", "sample 4", "sample 5"]
+    assert review_queue_drain_task()["samples_pruned"] == 0
+    settings.TRAINING_UNLABELED_TEXTS = 0
+    assert review_queue_drain_task()["samples_pruned"] == 4 and not TrafficSample.objects.exists()
+
+
 def test_ml_engineers_see_and_delete_samples_labelers_do_not(client, ml_engineer, labeler):
     services.traffic_sample_ingest(sample=traffic_sample(text="a sample to look at"))
     client.force_login(ml_engineer)

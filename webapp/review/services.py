@@ -253,6 +253,17 @@ def traffic_sample_ingest(*, sample: Any) -> tuple[TrafficSample, bool]:
         return TrafficSample.objects.get(prediction_id=prediction_id), False
 
 
+def traffic_samples_prune(*, keep: int) -> int:
+    """Delete all but the ``keep`` most recent traffic samples (TRAINING_UNLABELED_TEXTS): a run
+    never trains on older ones, so the table stays bounded however much serving sends."""
+    cutoff = list(TrafficSample.objects.order_by("-received_at", "-id").values_list("received_at", "id")[keep:keep + 1])
+    if not cutoff:
+        return 0
+    received_at, pk = cutoff[0]
+    deleted, _ = TrafficSample.objects.filter(Q(received_at__lt=received_at) | Q(received_at=received_at, id__lte=pk)).delete()
+    return deleted
+
+
 def serving_event_ingest(*, event: Any) -> tuple[ReviewItem | TrafficReport | TrafficSample, bool]:
     """A message from serving, whichever kind: a traffic report, a traffic sample, or a review event."""
     if isinstance(event, dict) and event.get("type") == TRAFFIC_REPORT:
@@ -411,7 +422,8 @@ MALFORMED_MESSAGE_HIDE_SECONDS = 600
 
 
 def review_queue_drain(*, queue_url: str | None = None, max_messages: int = 1000) -> dict[str, int]:
-    """Move events from the SQS review queue into review items; delete each message once stored.
+    """Move events from the SQS review queue into review items (and traffic reports and samples);
+    delete each message once stored.
 
     One bad message never stops the batch. A malformed one is logged and left in the queue, hidden
     for MALFORMED_MESSAGE_HIDE_SECONDS: the queue's redrive policy moves it to the dead-letter queue

@@ -19,6 +19,6 @@ class Command(BaseCommand):
                 raise CommandError(f"Cannot read {path}: {exc.strerror}.", returncode=2) from None
             for field in ("lines", "events", "created", "duplicates", "malformed", "failed"):
                 setattr(total, field, getattr(total, field) + getattr(report, field))
-        self.stdout.write(f"{total.events} undelivered events found in {total.lines} lines: {total.created} review items "
-                          f"created, {total.duplicates} already present, {total.malformed} malformed, "
+        self.stdout.write(f"{total.events} undelivered events found in {total.lines} lines: {total.created} stored (review items, "
+                          f"traffic reports and samples), {total.duplicates} already present, {total.malformed} malformed, "
                           f"{total.failed} refused by the database (replay the log again to retry them).")
