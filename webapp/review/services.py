@@ -128,22 +128,30 @@ def _choice(value: Any, field: str, choices: list[str]) -> str:
     return value
 
 
+def _require_fields(message: Any, name: str, fields: tuple[str, ...]) -> None:
+    """A JSON object holding every one of ``fields``; else a ValidationError naming what is missing."""
+    if not isinstance(message, dict):
+        raise ValidationError({name: "must be a JSON object."})
+    missing = [f for f in fields if f not in message]
+    if missing:
+        raise ValidationError({f: "This field is required." for f in missing})
+
+
+def _uuid(message: dict, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(message[field]))
+    except ValueError:
+        raise ValidationError({field: f"must be a UUID, got {str(message[field])[:60]!r}."}) from None
+
+
 def review_event_clean(event: Any) -> ReviewEvent:
     """Check a raw event (a dict from JSON); every problem is a ValidationError naming the field.
 
     The text is cleaned as every way in cleans it (``labeling.clean_text``).
     """
-    if not isinstance(event, dict):
-        raise ValidationError({"event": "must be a JSON object."})
-    missing = [f for f in EVENT_FIELDS if f not in event]
-    if missing:
-        raise ValidationError({f: "This field is required." for f in missing})
-    try:
-        prediction_id = uuid.UUID(str(event["prediction_id"]))
-    except ValueError:
-        raise ValidationError({"prediction_id": f"must be a UUID, got {str(event['prediction_id'])[:60]!r}."}) from None
+    _require_fields(event, "event", EVENT_FIELDS)
     return ReviewEvent(
-        prediction_id=prediction_id,
+        prediction_id=_uuid(event, "prediction_id"),
         text=_text(event["text"]),
         distribution=_distribution(event["distribution"]),
         model_version=_label(event["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
@@ -196,15 +204,8 @@ def _count(value: Any, field: str) -> int:
 
 def traffic_report_ingest(*, report: Any) -> tuple[TrafficReport, bool]:
     """Store a serving container's prediction counts; the same report id again stores nothing new."""
-    if not isinstance(report, dict):
-        raise ValidationError({"report": "must be a JSON object."})
-    missing = [f for f in TRAFFIC_FIELDS if f not in report]
-    if missing:
-        raise ValidationError({f: "This field is required." for f in missing})
-    try:
-        report_id = uuid.UUID(str(report["report_id"]))
-    except ValueError:
-        raise ValidationError({"report_id": f"must be a UUID, got {str(report['report_id'])[:60]!r}."}) from None
+    _require_fields(report, "report", TRAFFIC_FIELDS)
+    report_id = _uuid(report, "report_id")
     try:
         day = parse_date(report["day"]) if isinstance(report["day"], str) and len(report["day"]) == 10 else None
     except ValueError:  # a well-formed but impossible date
@@ -232,15 +233,8 @@ SAMPLE_FIELDS = ("prediction_id", "text", "intent", "model_version", "time")
 def traffic_sample_ingest(*, sample: Any) -> tuple[TrafficSample, bool]:
     """Store a confidently answered prediction as an unlabeled traffic sample (self-training);
     the same prediction id again returns the first one."""
-    if not isinstance(sample, dict):
-        raise ValidationError({"sample": "must be a JSON object."})
-    missing = [f for f in SAMPLE_FIELDS if f not in sample]
-    if missing:
-        raise ValidationError({f: "This field is required." for f in missing})
-    try:
-        prediction_id = uuid.UUID(str(sample["prediction_id"]))
-    except ValueError:
-        raise ValidationError({"prediction_id": f"must be a UUID, got {str(sample['prediction_id'])[:60]!r}."}) from None
+    _require_fields(sample, "sample", SAMPLE_FIELDS)
+    prediction_id = _uuid(sample, "prediction_id")
     values = dict(
         text=_text(sample["text"]), predicted_intent=_label(sample["intent"], "intent", max_length=100),
         model_version=_label(sample["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
