@@ -109,9 +109,12 @@ def sampled_traffic(db):
     return texts
 
 
-def test_a_run_self_trains_on_the_traffic_samples(sampled_traffic, trained):
+def test_a_run_self_trains_on_the_traffic_samples(sampled_traffic, trained, client, ml_engineer):
     run = trained()
     report = run.metrics["self_training"]
+    client.force_login(ml_engineer)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert f"Self-training: {len(sampled_traffic)} traffic samples,\n{report['pseudo_labels']} of them" in page
     assert report["unlabeled_texts"] == len(sampled_traffic) and report["pseudo_labels"] > 0
     assert report["kept"] in ("self_trained", "reviewed_only")
     assert f"self-training: {len(sampled_traffic)} traffic samples" in run.log_tail
