@@ -103,9 +103,10 @@ def main() -> None:
     step("serving app")
     serving_env = {**env, "MODEL_URI": str(onnx), "REVIEW_SINK": "http", "REVIEW_API_URL": ADMIN + "/api/v1/review-items/",
                    "REVIEW_API_TOKEN": token_file.read_text().strip(), "REVIEW_TIMEOUT_MS": "500",
-                   # Demo traffic is a handful of requests: audit a quarter of them and report counts at once,
-                   # so the index's live-accuracy estimate and the Traffic page have something to show.
-                   "REVIEW_AUDIT_RATE": "0.25", "TRAFFIC_REPORT_SECONDS": "0"}
+                   # Demo traffic is a handful of requests: audit a quarter of them, sample half of the
+                   # confident ones and report counts at once, so the index's live-accuracy estimate, the
+                   # Traffic page and the traffic samples (which the next retrain self-trains on) show something.
+                   "REVIEW_AUDIT_RATE": "0.25", "TRAFFIC_SAMPLE_RATE": "0.5", "TRAFFIC_REPORT_SECONDS": "0"}
     start("serving", [str(Path(PY).with_name("uvicorn")), "--app-dir", "lambda", "app:app", "--host", "127.0.0.1", "--port", "8001"], serving_env)
     wait_for(SERVING + "/health", "serving")
 
@@ -119,6 +120,7 @@ def main() -> None:
     step("running")
     print(f"  admin:    {ADMIN}/admin/   (API docs: {ADMIN}/api/docs/; traffic: {ADMIN}/admin/review/reviewitem/traffic/)")
     print(f"  labeling: {ADMIN}/admin/review/reviewitem/label/   (the review queue from the keyboard: 1 2 3, o, d, s, u, /)")
+    print(f"  samples:  {ADMIN}/admin/review/trafficsample/   (confident traffic the next retrain self-trains on)")
     print(f"  serving:  {SERVING}/classify   (POST {{\"text\": ...}}; {SERVING}/docs)")
     print("  workers:  django-q2 qcluster x2: training runs, and promotions + review drain + grouping (ORM broker, SQLite)")
     print(f"  login:    admin, labeler or engineer; password in {VAR.relative_to(ROOT)}/demo/password")
