@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -150,7 +149,7 @@ def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, p
         train_part, val_part = stratified_split(data.train, fraction=config.validation_fraction, seed=config.seed)
     first_validation = first.metrics["validation"]
     report: dict[str, Any] = {
-        "unlabeled_texts": len(data.unlabeled), "unlabeled_fingerprint": _texts_fingerprint(data.unlabeled), "pseudo_labels": 0,
+        "unlabeled_texts": len(data.unlabeled), "unlabeled_fingerprint": dataset_fingerprint(Example(t, "") for t in data.unlabeled), "pseudo_labels": 0,
         "reviewed_only": {"validation_accuracy": first_validation["accuracy"], "validation_macro_f1": first_validation["macro_f1"],
                           "validation_oos_auroc": first_validation.get("oos_auroc"),
                           "test_accuracy": first.metrics.get("test", {}).get("accuracy"),
@@ -196,14 +195,6 @@ def _validates_as_well(second: dict[str, Any], first: dict[str, Any]) -> bool:
     if first.get("oos_auroc") is None or second.get("oos_auroc") is None:
         return True
     return second["oos_auroc"] >= first["oos_auroc"] - AUROC_TOLERANCE
-
-
-def _texts_fingerprint(texts: list[str]) -> str:
-    """Which unlabeled texts a run was given (the samples may be deleted later)."""
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", "replace") + b"\0")
-    return digest.hexdigest()
 
 
 def _train_once(
