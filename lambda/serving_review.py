@@ -202,7 +202,11 @@ class ReviewRouter:
         count) whatever could not be. Never raises."""
         if self.sink is None:
             return
-        events = events + self.traffic.due_reports()
+        # Review and audit items first, then reports, samples last: the deadline may not serve them
+        # all, and a lost sample costs little (the next one will do) where a lost review item is a
+        # confusion nobody labels.
+        samples = [e for e in events if e.get("type") == SAMPLE]
+        events = [e for e in events if e.get("type") != SAMPLE] + self.traffic.due_reports() + samples
         if not events:
             return
         deadline = time.monotonic() + self.bound

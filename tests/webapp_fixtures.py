@@ -122,6 +122,16 @@ def review_event(text: str = "what is the meaning of life", *, top: float = 0.41
     return event
 
 
+def traffic_sample(**overrides) -> dict:
+    """A traffic sample as the serving app sends it: a confident answer, unlabeled."""
+    import uuid as _uuid
+
+    sample = {"type": "sample", "prediction_id": str(_uuid.uuid4()), "text": "play some jazz please", "intent": "play_music",
+              "model_version": "abc123def456", "time": "2026-12-01T10:00:00.000+00:00"}
+    sample.update(overrides)
+    return sample
+
+
 @pytest.fixture
 def queued(labeled_workspace, ml_engineer, tiny_options, django_capture_on_commit_callbacks):
     """Launch a run; the on-commit enqueue is captured (the worker-free tests execute it directly)."""

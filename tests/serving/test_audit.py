@@ -3,6 +3,7 @@ items, and each container reports how many predictions it made per model version
 
 import math
 import random
+import time
 
 import pytest
 
@@ -140,3 +141,26 @@ def test_the_app_sends_samples_of_its_confident_answers(make_client, model_file)
 def test_the_http_sink_posts_samples_beside_review_items():
     assert HttpSink("https://admin.example.com/api/v1/review-items/", "t").sample_url == "https://admin.example.com/api/v1/traffic-samples/"
     assert HttpSink("https://x/api/v1/review-items", "t", "https://y/traffic/").sample_url == "https://x/api/v1/traffic-samples/"
+
+
+class SlowSink(RecordingSink):
+    """Takes ``seconds`` per event, so that a short deadline serves only the first few."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def send(self, event, timeout):
+        time.sleep(self.seconds)
+        super().send(event, timeout)
+
+
+def test_review_items_are_delivered_before_samples_when_the_deadline_is_short():
+    router = ReviewRouter(SlowSink(0.2), bound_seconds=0.5, retries=0, ambiguity_margin=None, sample_rate=1.0)
+    samples = [router.sample_event(prediction_id=f"s{i}", text=f"sample {i}", intent="play_music", model_version="v1")
+               for i in range(4)]
+    item = router.event(prediction_id="r1", text="unsure", distribution=[{"intent": "play_music", "probability": 0.4}],
+                        model_version="v1", threshold=0.5)
+    router.submit(samples + [item])  # the item arrives last, as the last text of a batch would
+    assert router.sink.events[0]["prediction_id"] == "r1"
+    assert router.undelivered >= 1 and all(e.get("type") == SAMPLE for e in router.sink.events[1:])

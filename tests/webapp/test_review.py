@@ -12,7 +12,7 @@ from django.db import connection
 from webapp.labeling.models import Intent, Utterance
 from webapp.review import services
 from webapp.review.models import ReviewItem
-from tests.webapp_fixtures import review_event
+from tests.webapp_fixtures import review_event, traffic_sample
 
 URL = "/api/v1/review-items/"
 QUEUE = "/admin/review/reviewitem/"
@@ -307,6 +307,20 @@ def test_the_drain_task_moves_sqs_messages_into_the_queue(db, review_queue):
     counts = review_queue_drain_task()
     assert counts == {"received": 3, "created": 1, "duplicates": 2, "malformed": 0, "failed": 0, "samples_pruned": 0}
     assert ReviewItem.objects.get().text == "drained text"
+    assert queue_counts(sqs, queue_url) == (0, 0)
+
+
+def test_the_drain_stores_traffic_samples_beside_review_items(db, review_queue):
+    from webapp.review.models import TrafficSample
+
+    sqs, queue_url, _ = review_queue("review-and-samples")
+    sample = traffic_sample(text="play  some jazz please")
+    for body in (json.dumps(sample), json.dumps(review_event("unsure text")), json.dumps(sample)):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    counts = services.review_queue_drain()
+    assert counts == {"received": 3, "created": 2, "duplicates": 1, "malformed": 0, "failed": 0}
+    assert list(TrafficSample.objects.values_list("text", "predicted_intent")) == [("play some jazz please", "play_music")]
+    assert ReviewItem.objects.get().text == "unsure text"  # a sample never becomes a review item
     assert queue_counts(sqs, queue_url) == (0, 0)
 
 

@@ -7,17 +7,11 @@ import uuid
 import pytest
 
 from tests.factories import read_demo_rows
+from tests.webapp_fixtures import traffic_sample
 from webapp.review import selectors, services
 from webapp.review.models import TrafficSample
 
 SAMPLES_URL = "/api/v1/traffic-samples/"
-
-
-def traffic_sample(**overrides) -> dict:
-    sample = {"type": "sample", "prediction_id": str(uuid.uuid4()), "text": "play some jazz please", "intent": "play_music",
-              "model_version": "abc123def456", "time": "2026-12-01T10:00:00.000+00:00"}
-    sample.update(overrides)
-    return sample
 
 
 def test_a_sample_is_stored_once(api_for, reporter):
@@ -61,8 +55,8 @@ def test_a_missing_field_is_named(api_for, reporter):
     assert response.status_code == 400 and "required" in " ".join(response.json()["intent"])
 
 
-def test_replay_and_the_sqs_drain_take_samples_too(db):
-    """The SQS queue and the replay of undelivered lines carry samples beside review events."""
+def test_the_replay_of_undelivered_lines_takes_samples_too(db):
+    """Undelivered samples are logged like review events, and replayed the same way (the SQS drain: test_review.py)."""
     sample = traffic_sample()
     line = json.dumps({"event": "review_event_undelivered", "reason": "down", "review_event": sample})
     for _ in range(2):

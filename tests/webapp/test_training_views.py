@@ -71,6 +71,15 @@ def test_the_api_launches_and_reports_a_run(api_for, ml_engineer, labeled_worksp
     assert followed["status"] == "succeeded" and followed["promoted_at"] and followed["version_uri"].endswith("/versions/" + body["artifact_sha256"][:12])
 
 
+def test_a_form_encoded_launch_keeps_the_defaults_it_leaves_out(api_for, ml_engineer, labeled_workspace, tiny_options, no_enqueue):
+    api = api_for(ml_engineer)
+    left_out = api.post("/api/v1/training-runs/", tiny_options, format="multipart")
+    turned_off = api.post("/api/v1/training-runs/", {**tiny_options, "self_training": "false"}, format="multipart")
+    assert left_out.status_code == turned_off.status_code == 201
+    assert TrainingRun.objects.get(pk=left_out.json()["id"]).config["self_training"] is True
+    assert TrainingRun.objects.get(pk=turned_off.json()["id"]).config["self_training"] is False
+
+
 def test_the_run_page_shows_progress_and_then_results(client, ml_engineer, labeled_workspace, tiny_options, no_enqueue):
     client.force_login(ml_engineer)
     run = services.training_run_start(user=ml_engineer, options=tiny_options)

@@ -16,7 +16,10 @@ class LaunchSerializer(serializers.Serializer):
     max_length = serializers.IntegerField(required=False)
     validation_fraction = serializers.FloatField(required=False)
     review_budget = serializers.FloatField(required=False, help_text="The share of in-scope traffic the in-scope score sends to review.")
-    self_training = serializers.BooleanField(required=False, help_text="Also train on serving's traffic samples, labeled by the run's first model (default true).")
+    # default=None, not required=False: a form-encoded body that leaves a BooleanField out reads as
+    # False in DRF, which would turn self-training off without anyone asking. None keeps mlcore's default.
+    self_training = serializers.BooleanField(default=None, allow_null=True,
+                                             help_text="Also train on serving's traffic samples, labeled by the run's first model (default true).")
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
