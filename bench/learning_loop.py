@@ -34,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -102,7 +103,8 @@ def retrain(data: LabeledData, labeled: list[Example], seed: int, unlabeled: lis
         "val_accuracy": result.metrics["validation"]["accuracy"], "val_oos_auroc": result.metrics["validation"].get("oos_auroc"),
         "epochs": training["epochs"],
         "threshold": result.threshold, "train_seconds": training["train_seconds"],
-        "retrain_seconds": round(wall, 1), **({"recipe": RECIPE} if RECIPE else {}),
+        "retrain_seconds": round(wall, 1), "threads": torch.get_num_threads(),  # float sums, so figures, can differ with it
+        **({"recipe": RECIPE} if RECIPE else {}),
         **({"self_training": result.metrics["self_training"]} if "self_training" in result.metrics else {}),
     }
 

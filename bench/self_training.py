@@ -10,16 +10,13 @@ unlabeled texts, as a training run is given serving's traffic samples (TRAFFIC_S
 have), labels the traffic that model answers with confidence (mlcore.self_training), trains again
 on both, and keeps the second model if it validates as well. Both passes' validation and test
 figures are recorded. Validation decides; test reports.
-
-Seeds 0 and 1 of CLINC150 were run by this script's first version, which trained the two passes as
-two separate calls and also counted how many pseudo-labels were right (``pseudo_accuracy``); the
-report reads both kinds of record.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -40,6 +37,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ratio", type=float, default=TrainConfig().pseudo_label_ratio,
                         help="at most this many pseudo-labels per reviewed label (TrainConfig.pseudo_label_ratio)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="give the run a random N of the traffic not labeled (serving's random share), not all of it")
     parser.add_argument("--results", default=str(REPO_ROOT / "var" / "bench" / "self_training.jsonl"))
     parser.add_argument("--report", action="store_true", help="only print the table from the results so far")
     args = parser.parse_args()
@@ -73,33 +72,37 @@ def main() -> None:
             # serving's samples: mlcore.train trains on the reviewed labels (its first pass, the model
             # the loop alone would have), then self-trains and keeps the better on validation.
             loop.SELF_TRAIN = round_number == args.rounds
-            predictor, record = loop.retrain(data, labeled, seed, traffic)
-            write({**record, "seed": seed, "step": "self-trained" if loop.SELF_TRAIN else f"round {round_number}"})
+            samples = traffic_sample(traffic, args.samples, seed) if loop.SELF_TRAIN else traffic
+            predictor, record = loop.retrain(data, labeled, seed, samples)
+            write({**record, "seed": seed, "step": "self-trained" if loop.SELF_TRAIN else f"round {round_number}",
+                   **({"samples": len(samples)} if loop.SELF_TRAIN else {})})
         loop.SELF_TRAIN = False
 
 
+def traffic_sample(traffic: list, size: int | None, seed: int) -> list:
+    """What serving's TRAFFIC_SAMPLE_RATE would have sent: a random share of the traffic, in its order."""
+    if size is None or size >= len(traffic):
+        return traffic
+    return [traffic[i] for i in sorted(random.Random(seed).sample(range(len(traffic)), size))]
+
+
 def report(path: Path) -> None:
-    """Per seed: the reviewed labels alone (the first pass) against the self-trained model."""
+    """Per seed: the reviewed labels alone (the run's first pass) against the self-trained model."""
     rows = []
     for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
-        if r["step"] == "self-trained" and "self_training" in r:  # one run, both passes (mlcore.train)
-            st = r["self_training"]
-            before, after = st["reviewed_only"], st.get("self_trained", st["reviewed_only"])
-            rows.append((r["seed"], r["labels"], st["pseudo_labels"], None, st["kept"],
-                         (before["validation_accuracy"], after["validation_accuracy"]), (before["test_accuracy"], after["test_accuracy"]),
-                         (before["validation_oos_auroc"], after["validation_oos_auroc"]), r["retrain_seconds"]))
-        elif r["step"] == "self-trained":  # the first version: the last round's record is the first pass
-            last = max((x for x in records_of(path) if x["seed"] == r["seed"] and x["step"].startswith("round")), key=lambda x: x["labels"])
-            rows.append((r["seed"], r["reviewed"], r["pseudo"], r["pseudo_accuracy"], "not applied",
-                         (last["val_accuracy"], r["val_accuracy"]), (last["accuracy"], r["accuracy"]), (None, None),
-                         last["retrain_seconds"] + r["wall_seconds"]))
-    print("| seed | reviewed labels | pseudo-labels (right) | kept | validation: reviewed only → self-trained "
+        if r["step"] != "self-trained":
+            continue
+        st = r["self_training"]
+        before, after = st["reviewed_only"], st.get("self_trained", st["reviewed_only"])
+        rows.append((r["seed"], r["labels"], st["unlabeled_texts"], st["pseudo_labels"], st["kept"],
+                     (before["validation_accuracy"], after["validation_accuracy"]), (before["test_accuracy"], after["test_accuracy"]),
+                     (before["validation_oos_auroc"], after["validation_oos_auroc"]), r["retrain_seconds"]))
+    print("| seed | reviewed labels | traffic given | pseudo-labels | kept | validation: reviewed only → self-trained "
           "| test: reviewed only → self-trained | validation OOS AUROC | both passes (s) |")
-    print("| --- |" + " --- |" * 7)
-    for seed, labels, pseudo, right, kept, val, test, auroc, seconds in sorted(rows):
-        right_text = f" ({right:.2%})" if right is not None else ""
-        auroc_text = f"{auroc[0]:.4f} → {auroc[1]:.4f}" if auroc[0] is not None else "not recorded"
-        print(f"| {seed} | {labels:,} | {pseudo:,}{right_text} | {kept.replace('_', ' ')} | {val[0]:.4f} → {val[1]:.4f} "
+    print("| --- |" + " --- |" * 8)
+    for seed, labels, given, pseudo, kept, val, test, auroc, seconds in sorted(rows):
+        auroc_text = f"{auroc[0]:.4f} → {auroc[1]:.4f}" if auroc[0] is not None else "none (no out-of-scope texts)"
+        print(f"| {seed} | {labels:,} | {given:,} | {pseudo:,} | {kept.replace('_', ' ')} | {val[0]:.4f} → {val[1]:.4f} "
               f"| {test[0]:.4f} → {test[1]:.4f} | {auroc_text} | {seconds:.0f} |")
     if len(rows) > 1:
         for index, label in ((5, "validation"), (6, "test")):
@@ -107,9 +110,6 @@ def report(path: Path) -> None:
             print(f"\n{label}: {statistics.mean(before):.4f} ± {statistics.stdev(before):.4f} → "
                   f"{statistics.mean(after):.4f} ± {statistics.stdev(after):.4f} over seeds {sorted(row[0] for row in rows)}")
 
-
-def records_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 if __name__ == "__main__":
     main()
