@@ -1,7 +1,7 @@
 """The learning loop, simulated: which review strategy buys the most accuracy per label?
 
     python bench/learning_loop.py                          # CLINC150, K=10, rounds of 5 per intent
-    python bench/learning_loop.py --report                 # the table and plot from the results so far
+    python bench/learning_loop.py --report --plot learning_loop_clinc150.png   # the tables, and the plot BENCHMARKS.md shows
     python bench/learning_loop.py --data BANKING77 --rounds 2 --full   # the second data set
     python bench/learning_loop.py --stability 10 20 40 80  # the recipe as labels grow (CLINC150, one seed)
     python bench/learning_loop.py --full --strategies --seeds 0 1 --results var/bench/learning_loop_full.jsonl   # only full-data references
@@ -46,7 +46,6 @@ from mlcore.review_strategy import STRATEGIES, review_order, routed, top_two  # 
 from mlcore.train import train  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "var" / "bench" / "learning_loop.jsonl"
-PLOT = REPO_ROOT / "learning_loop_clinc150.png"  # beside BENCHMARKS.md
 ALL_STRATEGIES = ("random", *STRATEGIES)
 
 
@@ -166,6 +165,9 @@ def main() -> None:
                         help="with --report and no --full run in the results: the full-data model's test accuracy, "
                              "measured elsewhere (e.g. bench/accuracy.py --retrain)")
     parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="where the plot goes (default: beside --results, named like it); BENCHMARKS.md's images "
+                             "are learning_loop_clinc150.png and learning_loop_banking77.png")
     parser.add_argument("--stability", type=int, nargs="*", metavar="K",
                         help="instead: the recipe on the first K labels per intent of one seed (nested sets), e.g. 10 20 40 80")
     parser.add_argument("--set", type=recipe_value, action="append", default=[], metavar="KEY=VALUE",
@@ -182,7 +184,7 @@ def main() -> None:
     args.name = args.name or Path(args.data).stem
     results = Path(args.results)
     if args.report:
-        report(results, args.name, args.seeds, full_accuracy=args.full_accuracy)
+        report(results, args.name, args.seeds, full_accuracy=args.full_accuracy, plot=args.plot)
         return
     results.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["seed"], r["strategy"]) for r in read(results) if r.get("data") == args.name}
@@ -218,7 +220,7 @@ def main() -> None:
         for strategy in wanted:
             run_chain(data, labeled, traffic, first, strategy=strategy, seed=seed,
                       rounds=args.rounds, budget=budget, write=write)
-    report(results, args.name)
+    report(results, args.name, plot=args.plot)
 
 
 def stability(data: LabeledData, sizes: list[int], seed: int, write, records: list[dict]) -> None:
@@ -245,7 +247,8 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def report(path: Path, name: str, seeds_wanted: list[int] | None = None, *, full_accuracy: float | None = None) -> None:
+def report(path: Path, name: str, seeds_wanted: list[int] | None = None, *, full_accuracy: float | None = None,
+           plot: Path | None = None) -> None:
     """The markdown tables (mean and spread over seeds, by round) and the plot of accuracy against labels.
 
     A round's labels can fall short of its budget when the queue held fewer unsure items than a
@@ -304,7 +307,9 @@ def report(path: Path, name: str, seeds_wanted: list[int] | None = None, *, full
         for r in stable:
             print(f"| {r['per_intent']} | {r['labels']:,} | {r['accuracy']:.4f} | {r['retrain_seconds']:.0f} |")
     if curves:
-        _plot(curves, full, name)
+        # A side run (--self-train, --full alone) must not overwrite BENCHMARKS.md's images: the
+        # plot goes beside its results unless --plot says otherwise.
+        _plot(curves, full, name, plot or path.with_suffix(".png"))
 
 
 def _validation_table(records: list[dict], seeds: dict, rounds: list[int], name: str) -> None:
@@ -329,7 +334,7 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
-def _plot(curves, full, name) -> None:
+def _plot(curves, full, name, target: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,9 +357,8 @@ def _plot(curves, full, name) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    target = PLOT.with_name(f"learning_loop_{name.lower()}.png")
     figure.savefig(target, dpi=110)
-    print(f"\nPlot: {target.relative_to(REPO_ROOT)}")
+    print(f"\nPlot: {target}")
 
 
 if __name__ == "__main__":
