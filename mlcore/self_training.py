@@ -5,7 +5,7 @@ is given such unlabeled texts trains twice: once on the reviewed labels, then ag
 the unlabeled texts the first model would *not* send to review (serving's routing, either rule),
 each labeled with the first model's prediction. On CLINC150 with 20% of the labels this gained
 0.5 to 0.7 point of validation and 0.2 to 0.4 point of test accuracy on the mean of three seeds,
-measured on two hosts (BENCHMARKS.md, section 11): a third to a half of the gap between the
+measured on two hosts (BENCHMARKS.md, section 11): 30% to half of the gap between the
 learning loop and the full-data model.
 """
 
