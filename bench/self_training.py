@@ -74,8 +74,7 @@ def main() -> None:
             loop.SELF_TRAIN = round_number == args.rounds
             samples = traffic_sample(traffic, args.samples, seed) if loop.SELF_TRAIN else traffic
             predictor, record = loop.retrain(data, labeled, seed, samples)
-            write({**record, "seed": seed, "step": "self-trained" if loop.SELF_TRAIN else f"round {round_number}",
-                   **({"samples": len(samples)} if loop.SELF_TRAIN else {})})
+            write({**record, "seed": seed, "step": "self-trained" if loop.SELF_TRAIN else f"round {round_number}"})
         loop.SELF_TRAIN = False
 
 

@@ -25,7 +25,7 @@ class LaunchForm(forms.Form):
     self_training = forms.BooleanField(
         initial=_DEFAULTS.self_training, required=False,
         help_text="Also train on the traffic samples serving sent (TRAFFIC_SAMPLE_RATE), labeled by the run's first model "
-                  "where it is confident; kept only if it validates at least as well. 0.2 to 0.6 point of test accuracy on CLINC150 at 20% of the labels (BENCHMARKS.md, 11).",
+                  "where it is confident; kept only if it validates at least as well. 0.2 to 0.4 point of test accuracy on CLINC150 at 20% of the labels (mean of three seeds) (BENCHMARKS.md, 11).",
     )
 
 
