@@ -36,7 +36,10 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
     denominator = 1 + z2 / trials
     centre = (share + z2 / (2 * trials)) / denominator
     half = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 and 100% the bound is exactly the share; computed, it lands a rounding error past it.
+    low = 0.0 if successes == 0 else min(share, max(0.0, centre - half))
+    high = 1.0 if successes == trials else max(share, min(1.0, centre + half))
+    return low, high
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Audit items and traffic reports: ingestion, the unbiased accuracy estimate, the queue's order
 and the Traffic page."""
 
+import datetime
 import json
 import uuid
 from datetime import date
@@ -8,13 +9,17 @@ from datetime import date
 import numpy as np
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlcore.evaluate import wilson_interval
 from mlcore.review_strategy import review_order
 from webapp.labeling.models import Intent
 from webapp.review import selectors, services
 from webapp.review.models import ReviewItem, TrafficReport
-from tests.webapp_fixtures import review_event
+from tests.webapp_fixtures import review_event, traffic_sample
 
 TRAFFIC_URL = "/api/v1/traffic-reports/"
 QUEUE = "/admin/review/reviewitem/"
@@ -192,3 +197,59 @@ def test_the_admin_accept_action_on_an_audit_item_counts_as_right(client, labele
     client.post(QUEUE + "?reason=audit", {"action": "accept_prediction", ACTION_CHECKBOX_NAME: [item.pk]})
     assert selectors.audit_estimate(model_version=item.model_version).correct == 1
     assert Intent.objects.get(name="get_news").utterances.filter(text="sampled and right").exists()
+
+
+@given(trials=st.integers(min_value=1, max_value=100_000), data=st.data())
+def test_the_wilson_interval_always_holds_the_observed_share(trials, data):
+    # At exactly 0 and 100% the bound used to land a rounding error past the share, and the
+    # Traffic page's error bars (share minus bound) went negative: a 500.
+    successes = data.draw(st.sampled_from([0, trials, *data.draw(st.lists(st.integers(0, trials), max_size=3))]))
+    low, high = wilson_interval(successes, trials)
+    assert 0.0 <= low <= successes / trials <= high <= 1.0
+    assert (low == 0.0) == (successes == 0) and (high == 1.0) == (successes == trials)
+
+
+@pytest.mark.parametrize("right", [True, False], ids=["all-right", "all-wrong"])
+@pytest.mark.parametrize("size", [1, 3, 7, 48])
+def test_the_traffic_page_renders_at_exactly_0_and_100_percent(client, ml_engineer, intents, labeler, right, size):
+    for i in range(size):
+        item = ingest(f"audited {i}", reason="audit", time=f"{timezone.now().date().isoformat()}T10:00:00+00:00")
+        if right:
+            services.review_item_accept(item=item, user=labeler)
+        else:
+            services.review_item_label(item=item, intent=intents["play_music"], user=labeler)
+    client.force_login(ml_engineer)
+    page = client.get("/admin/review/reviewitem/traffic/")
+    assert page.status_code == 200 and 'id="traffic-chart"' in page.content.decode()
+    assert page.context["days"][0].audit.accuracy == (1.0 if right else 0.0)
+
+
+@pytest.mark.parametrize("version", ["$x$", "$", "cost $5 and $6", r"\frac{1}{2}$", "%s {} {0} <script>x</script>", "نموذج ✨"])
+def test_the_traffic_page_shows_any_model_version_as_written(client, ml_engineer, version):
+    report = traffic_report(model_version=version, day=timezone.now().date().isoformat())
+    services.traffic_report_ingest(report=report)
+    client.force_login(ml_engineer)
+    page = client.get("/admin/review/reviewitem/traffic/")
+    assert page.status_code == 200 and page.context["days"][0].model_version == version
+
+
+@pytest.mark.parametrize("ahead", [datetime.timedelta(days=2), datetime.timedelta(days=365 * 7000)])
+def test_a_time_or_day_from_the_future_is_refused(api_for, reporter, ahead):
+    future = timezone.now() + ahead
+    response = api_for(reporter).post(TRAFFIC_URL, traffic_report(day=future.date().isoformat()), format="json")
+    assert response.status_code == 400 and "future" in response.json()["day"][0]
+    event = review_event(time=future.isoformat())
+    with pytest.raises(ValidationError, match="future"):
+        services.review_item_ingest(event=event)
+    with pytest.raises(ValidationError, match="future"):
+        services.traffic_sample_ingest(sample=traffic_sample(time=future.isoformat()))
+    # A clock a few hours ahead (another zone's midnight, a container's skew) is still taken.
+    services.traffic_report_ingest(report=traffic_report(day=(timezone.now() + datetime.timedelta(hours=20)).date().isoformat()))
+
+
+def test_far_future_rows_already_stored_do_not_break_the_traffic_page(client, ml_engineer):
+    TrafficReport.objects.create(report_id=uuid.uuid4(), day=date(9999, 12, 31), model_version="v", predictions=1, low_confidence=1, audited=0)
+    TrafficReport.objects.create(report_id=uuid.uuid4(), day=timezone.now().date(), model_version="v", predictions=2, low_confidence=0, audited=0)
+    client.force_login(ml_engineer)
+    page = client.get("/admin/review/reviewitem/traffic/")
+    assert page.status_code == 200 and [d.day for d in page.context["days"]] == [timezone.now().date()]

@@ -22,7 +22,8 @@ def traffic_chart(days) -> str:
         if audited:
             centre = [r.audit.accuracy for r in audited]
             audit.errorbar([r.day for r in audited], centre, marker="o", capsize=3, label=version,
-                           yerr=[[c - r.audit.low for c, r in zip(centre, audited)], [r.audit.high - c for c, r in zip(centre, audited)]])
+                           yerr=[[max(0.0, c - r.audit.low) for c, r in zip(centre, audited)],
+                                 [max(0.0, r.audit.high - c) for c, r in zip(centre, audited)]])
     requests.set_ylabel("predictions")
     low.set_ylabel("low-confidence share")
     low.set_ylim(0, 1)

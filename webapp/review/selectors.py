@@ -94,9 +94,12 @@ def traffic_by_day(*, days: int = 30, today: datetime.date | None = None) -> lis
     predicted that day)."""
     today = today or timezone.now().date()
     since = today - datetime.timedelta(days=days - 1)
-    counts = (TrafficReport.objects.filter(day__gte=since).order_by().values("day", "model_version")
+    # Up to tomorrow: a sender's clock may run a little ahead; ingestion refuses anything later,
+    # and rows stored before it did stay off the page (and off its chart's axis).
+    until = today + datetime.timedelta(days=1)
+    counts = (TrafficReport.objects.filter(day__gte=since, day__lte=until).order_by().values("day", "model_version")
               .annotate(predictions=Sum("predictions"), low_confidence=Sum("low_confidence")))
-    audits = (ReviewItem.objects.filter(reason=ReviewItem.Reason.AUDIT, predicted_at__date__gte=since).order_by()
+    audits = (ReviewItem.objects.filter(reason=ReviewItem.Reason.AUDIT, predicted_at__date__gte=since, predicted_at__date__lte=until).order_by()
               .annotate(day=TruncDate("predicted_at")).values("day", "model_version").annotate(**_audit_counts()))
     table: dict[tuple, dict] = defaultdict(lambda: {"predictions": 0, "low_confidence": 0, "reviewed": 0, "correct": 0, "pending": 0})
     for row in counts:

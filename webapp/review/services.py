@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any, Iterable
 
@@ -102,9 +102,23 @@ def _moment(value: Any) -> datetime:
             raise ValidationError({"time": problem})
         if timezone.is_naive(moment):
             raise ValidationError({"time": f"{problem[:-1]} without a UTC offset; add one, e.g. +00:00 or Z."})
-        return moment.astimezone(dt_timezone.utc)  # also proves the time exists in UTC (not past year 9999)
+        moment = moment.astimezone(dt_timezone.utc)  # also proves the time exists in UTC (not past year 9999)
     except (ValueError, OverflowError):  # a well-formed but impossible date: 30 February, hour 25
         raise ValidationError({"time": f"{problem[:-1]}: no such date or time."}) from None
+    _not_in_the_future(moment, "time")
+    return moment
+
+
+# How far ahead of this server's clock a sender's time may be (a container's clock skew). Beyond it
+# the time is refused: a far-future time would sit at the top of every per-day view for ever.
+MAX_CLOCK_AHEAD = timedelta(days=1)
+
+
+def _not_in_the_future(moment: datetime | date, field: str) -> None:
+    now = timezone.now()
+    latest = (now + MAX_CLOCK_AHEAD) if isinstance(moment, datetime) else (now + MAX_CLOCK_AHEAD).date()
+    if moment > latest:
+        raise ValidationError({field: f"is in the future ({str(moment)[:40]}); this server's clock says {now:%Y-%m-%d %H:%M} UTC."})
 
 
 def _text(value: Any) -> str:
@@ -212,6 +226,7 @@ def traffic_report_ingest(*, report: Any) -> tuple[TrafficReport, bool]:
         day = None
     if day is None:
         raise ValidationError({"day": f"must be a date as YYYY-MM-DD, got {str(report['day'])[:40]!r}."})
+    _not_in_the_future(day, "day")
     predictions = _count(report["predictions"], "predictions")
     counts = {field: _count(report[field], field) for field in ("low_confidence", "audited")}
     for field, value in counts.items():

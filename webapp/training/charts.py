@@ -8,6 +8,8 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
+# Labels are data (model versions, intent names), never TeX: "$5 and $6" must not be parsed as math.
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
