@@ -2,9 +2,13 @@
 
 import io
 import json
+import uuid
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import call_command
 from django.db import connection
@@ -338,6 +342,56 @@ def test_a_bad_message_does_not_stop_the_batch_and_is_left_for_the_dead_letter_q
     # The malformed two are not deleted but hidden (for the redrive policy); the refused one waits for the next drain.
     assert queue_counts(sqs, queue_url) == (1, 2)
     assert queue_counts(sqs, dead) == (0, 0)
+
+
+# Bodies that once stopped a whole batch: a JSON integer past Python's 4,300-digit conversion
+# limit raises a plain ValueError from json.loads, not a JSONDecodeError.
+POISON_BODIES = [
+    '{"prediction_id": "%s", "threshold": %s}' % (uuid.uuid4(), "9" * 5000),
+    "[" + "1" * 4301 + "]",
+    '{"type": "traffic", "predictions": ' + "7" * 10_000 + "}",
+]
+
+
+def test_a_poisoned_message_is_dead_lettered_alone_and_the_rest_of_the_batch_is_stored(db, review_queue):
+    from webapp.review.tasks import review_queue_drain_task
+
+    sqs, queue_url, dead = review_queue("review-poisoned", visibility=0)
+    bodies = [json.dumps(review_event("good before")), *POISON_BODIES, json.dumps(review_event("good after"))]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    counts = review_queue_drain_task()
+    assert counts == {"received": 5, "created": 2, "duplicates": 0, "malformed": 3, "failed": 0, "samples_pruned": 0}
+    assert sorted(ReviewItem.objects.values_list("text", flat=True)) == ["good after", "good before"]
+    assert queue_counts(sqs, queue_url) == (0, 3)  # the poisoned ones hidden, left for the redrive policy
+
+
+def test_a_poisoned_log_line_is_counted_alone_and_the_replay_goes_on(db):
+    lines = [undelivered(review_event("before")), *("WARNING " + '{"event": "review_event_undelivered", "review_event": ' + body + "}"
+                                                    for body in POISON_BODIES),
+             undelivered(review_event("after"))]
+    report = services.review_events_replay(lines=lines)
+    assert (report.events, report.created, report.malformed, report.failed) == (2, 2, 3, 0)
+    assert sorted(ReviewItem.objects.values_list("text", flat=True)) == ["after", "before"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+SERVING_KEYS = ("type", "prediction_id", "report_id", "text", "distribution", "model_version", "threshold", "time", "day",
+                "predictions", "low_confidence", "audited", "intent", "reason", "rule", "in_scope_score")
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.one_of(JSON_VALUES, st.dictionaries(st.sampled_from(SERVING_KEYS), JSON_VALUES, max_size=len(SERVING_KEYS)),
+                         st.builds(lambda event, changes: {**event, **changes}, st.builds(review_event, text=st.text(max_size=40)),
+                                   st.dictionaries(st.sampled_from(SERVING_KEYS), JSON_VALUES, max_size=3))))
+def test_any_json_message_is_stored_or_refused_alone_never_raises(db, message):
+    # The drain's and the replay's isolation in one property: whatever a message holds, ingesting
+    # it ends in one of four outcomes, and nothing escapes to stop the batch.
+    assert services._ingest_one(message, where="generated") in ("created", "duplicates", "malformed", "failed")
 
 
 def test_a_malformed_message_reaches_the_dead_letter_queue(db, review_queue, monkeypatch):

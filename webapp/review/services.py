@@ -398,7 +398,7 @@ def review_events_replay(*, lines: Iterable[str]) -> ReplayReport:
             continue
         try:
             record = json.loads(line[start:])
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and an integer past 4,300 digits
             logger.warning("line %d: not a JSON object, skipped", number)
             report.malformed += 1
             continue
@@ -422,6 +422,9 @@ def _ingest_one(event: Any, *, where: str) -> str:
     except DatabaseError as exc:
         logger.error("%s: the database refused a review event: %s", where, exc)
         return "failed"
+    except Exception:  # noqa: BLE001 - a defect of ours must cost this message only, not the batch
+        logger.exception("%s: a review event could not be ingested; set aside as malformed", where)
+        return "malformed"
     return "created" if created else "duplicates"
 
 
@@ -479,7 +482,7 @@ def _ingest_message(message: dict[str, Any]) -> str:
         return "malformed"
     try:
         event = json.loads(body)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, and an integer past 4,300 digits
         logger.warning("%s: not JSON, skipped", where)
         return "malformed"
     return _ingest_one(event, where=where)
