@@ -71,6 +71,29 @@ def test_training_takes_the_most_recent_samples(db, settings):
     assert selectors.traffic_sample_texts(limit=0) == []
 
 
+@pytest.mark.parametrize("repeats", [2, 50])
+def test_a_text_asked_again_and_again_holds_one_place_in_the_pool(db, repeats):
+    for i in range(3):
+        services.traffic_sample_ingest(sample=traffic_sample(text=f"other text {i}"))
+    for i in range(repeats):  # the same text, spaced and cased differently, each a new prediction
+        services.traffic_sample_ingest(sample=traffic_sample(text=("  Check My BALANCE " if i % 2 else "check my balance")))
+    assert TrafficSample.objects.count() == 4
+    # Made recent again, not stored again: the pool of three still holds two other texts.
+    assert selectors.traffic_sample_texts(limit=3) == ["check my balance", "other text 2", "other text 1"]
+
+
+def test_the_migration_keeps_the_most_recent_sample_of_each_text(db):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    TrafficSample.objects.bulk_create([TrafficSample(prediction_id=uuid.uuid4(), text=text, text_key=f"placeholder-{i}", predicted_intent="x",
+                                                     model_version="v", predicted_at="2026-12-01T10:00:00Z")
+                                       for i, text in enumerate(["same text", "other", "Same   text"])])
+    import_module("webapp.review.migrations.0008_traffic_sample_text_key").keep_one_sample_per_text(apps, None)
+    assert sorted(TrafficSample.objects.values_list("text", flat=True)) == ["Same   text", "other"]
+
+
 def test_the_drain_task_keeps_only_the_samples_a_run_could_use(db, settings):
     from webapp.review.tasks import review_queue_drain_task
 

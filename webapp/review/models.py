@@ -105,6 +105,9 @@ class TrafficSample(models.Model):
 
     prediction_id = models.UUIDField(unique=True, help_text="From the serving app; makes ingestion idempotent.")
     text = models.TextField()
+    # One sample per text (labeling.Utterance's folded key): a text asked again is the same sample,
+    # made recent again, so repeated requests cannot fill the self-training pool with one text.
+    text_key = models.CharField(max_length=64, unique=True, editable=False)
     predicted_intent = models.CharField(max_length=100, help_text="what the serving model answered (kept for reference)")
     model_version = models.CharField(max_length=64, db_index=True)
     predicted_at = models.DateTimeField()

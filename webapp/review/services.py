@@ -246,20 +246,31 @@ SAMPLE_FIELDS = ("prediction_id", "text", "intent", "model_version", "time")
 
 
 def traffic_sample_ingest(*, sample: Any) -> tuple[TrafficSample, bool]:
-    """Store a confidently answered prediction as an unlabeled traffic sample (self-training);
-    the same prediction id again returns the first one."""
+    """Store a confidently answered prediction as an unlabeled traffic sample (self-training).
+
+    The same prediction id again returns the first sample. A text already sampled (however it is
+    spaced or cased) is not stored twice: its sample becomes the most recent one again, so a text
+    asked a thousand times holds one place in the pool a run self-trains on, not a thousand."""
     _require_fields(sample, "sample", SAMPLE_FIELDS)
     prediction_id = _uuid(sample, "prediction_id")
+    text = _text(sample["text"])
     values = dict(
-        text=_text(sample["text"]), predicted_intent=_label(sample["intent"], "intent", max_length=100),
+        text=text, text_key=text_key(text), predicted_intent=_label(sample["intent"], "intent", max_length=100),
         model_version=_label(sample["model_version"], "model_version", max_length=MODEL_VERSION_MAX_LENGTH),
         predicted_at=_moment(sample["time"]),
     )
-    try:
-        with transaction.atomic():
-            return TrafficSample.objects.get_or_create(prediction_id=prediction_id, defaults=values)
-    except IntegrityError:  # the same sample arrived twice at once
-        return TrafficSample.objects.get(prediction_id=prediction_id), False
+    for _ in range(2):  # a concurrent delivery of the same text may insert between the read and the write
+        existing = TrafficSample.objects.filter(Q(prediction_id=prediction_id) | Q(text_key=values["text_key"])).first()
+        if existing is not None:
+            if existing.prediction_id != prediction_id:
+                TrafficSample.objects.filter(pk=existing.pk).update(received_at=timezone.now())
+            return existing, False
+        try:
+            with transaction.atomic():
+                return TrafficSample.objects.create(prediction_id=prediction_id, **values), True
+        except IntegrityError:
+            continue
+    raise ValidationError({"sample": "could not be stored after a concurrent write; send it again."})
 
 
 def traffic_samples_prune(*, keep: int) -> int:
