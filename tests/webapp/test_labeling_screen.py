@@ -46,6 +46,11 @@ def no_filters() -> services.QueueFilters:
     return services.QueueFilters(reason=None)
 
 
+def shown_ids(lead: ReviewItem) -> list[int]:
+    """The item ids the screen shows for the group led by ``lead`` (what a decision carries)."""
+    return [item_id for member in services.review_group_view(lead)["members"] for item_id in member["item_ids"]]
+
+
 def test_identical_texts_join_one_group_at_ingestion(ingest):
     first, second = ingest("What's the news"), ingest("what's  the NEWS")
     other = ingest("play a song")
@@ -77,9 +82,11 @@ def test_an_expired_lease_frees_the_group(intents, ingest, labeler):
 def test_a_decision_on_an_item_someone_resolved_meanwhile_is_refused(intents, ingest, labeler, ml_engineer):
     item = ingest("what is new today")
     lead = services.review_group_lease(user=labeler, filters=no_filters())
-    services.review_item_dismiss(item=item, user=ml_engineer)  # the changelist's action, ignoring the lease
+    # The lease ran out while the reviewer looked away, and the changelist's action took the item.
+    ReviewItem.objects.filter(pk=item.pk).update(leased_until=timezone.now() - timezone.timedelta(seconds=1))
+    services.review_item_dismiss(item=item, user=ml_engineer)
     with pytest.raises(services.DecisionConflict, match="already decided"):
-        services.review_group_decide(user=labeler, lead_id=lead.pk, decision="accept")
+        services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=[lead.pk], decision="accept")
     assert ReviewDecision.objects.count() == 0 and not Utterance.objects.filter(text="what is new today").exists()
     item.refresh_from_db()
     assert item.status == ReviewItem.Status.DISMISSED and item.resolved_by == ml_engineer
@@ -90,14 +97,14 @@ def test_a_decision_on_a_group_another_reviewer_holds_is_refused(intents, ingest
     ingest("what is new today")
     lead = services.review_group_lease(user=other, filters=no_filters())
     with pytest.raises(services.DecisionConflict, match="is deciding this item now"):
-        services.review_group_decide(user=labeler, lead_id=lead.pk, decision="accept")
+        services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=shown_ids(lead), decision="accept")
 
 
 def test_label_undo_and_relabel_leave_history_and_no_trace(intents, ingest, labeler):
     ingest("play something by queen", intent="play_music")
     ingest("Play something by Queen", intent="play_music")
     lead = services.review_group_lease(user=labeler, filters=no_filters())
-    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, decision="accept")
+    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=shown_ids(lead), decision="accept")
     utterance = Utterance.objects.get(text="play something by queen")
     assert utterance.intent.name == "play_music" and utterance.source == Utterance.Source.REVIEW
     assert set(ReviewItem.objects.values_list("status", flat=True)) == {ReviewItem.Status.LABELED}
@@ -111,7 +118,7 @@ def test_label_undo_and_relabel_leave_history_and_no_trace(intents, ingest, labe
         services.review_decision_undo(user=labeler, decision_id=decision.pk)
 
     again = services.review_group_lease(user=labeler, filters=no_filters())
-    services.review_group_decide(user=labeler, lead_id=again.pk, decision="label", intent_name="get_news")
+    services.review_group_decide(user=labeler, lead_id=again.pk, item_ids=shown_ids(again), decision="label", intent_name="get_news")
     assert Utterance.objects.get(text="play something by queen").intent.name == "get_news"
 
 
@@ -119,7 +126,7 @@ def test_undo_of_a_label_on_an_unlabeled_utterance_unlabels_it(intents, ingest, 
     unlabeled = utterance_factory("weather in paris", None)
     ingest("weather in paris", intent="get_weather")
     lead = services.review_group_lease(user=labeler, filters=no_filters())
-    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, decision="accept")
+    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=shown_ids(lead), decision="accept")
     unlabeled.refresh_from_db()
     assert unlabeled.intent.name == "get_weather" and decision.labeled_utterance_ids == [unlabeled.pk]
     services.review_decision_undo(user=labeler, decision_id=decision.pk)
@@ -129,7 +136,7 @@ def test_undo_of_a_label_on_an_unlabeled_utterance_unlabels_it(intents, ingest, 
 
 def test_undo_is_refused_when_someone_changed_the_items_since(intents, ingest, labeler, ml_engineer):
     item = ingest("news please")
-    decision = services.review_group_decide(user=labeler, lead_id=item.pk, decision="dismiss")
+    decision = services.review_group_decide(user=labeler, lead_id=item.pk, item_ids=shown_ids(item), decision="dismiss")
     ReviewItem.objects.filter(pk=item.pk).update(resolved_by=ml_engineer)
     with pytest.raises(services.DecisionConflict, match="changed since"):
         services.review_decision_undo(user=labeler, decision_id=decision.pk)
@@ -147,7 +154,7 @@ def test_a_near_duplicate_group_labels_each_text_and_a_taken_out_member_stays_ap
     view = services.review_group_view(lead)
     assert view["size"] == 3 and [m["text"] for m in view["members"]] == ["what's my balance", "whats my balance please", "play my balance song"]
 
-    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, decision="accept", take_out=[odd.text_key])
+    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=shown_ids(lead), decision="accept", take_out=[odd.text_key])
     assert sorted(Utterance.objects.filter(intent__name="get_news").values_list("text", flat=True)) == ["what's my balance", "whats my balance please"]
     assert len(decision.item_ids) == 2 and len(decision.created_utterance_ids) == 2
     odd.refresh_from_db()
@@ -173,10 +180,11 @@ def test_the_screen_serves_one_group_and_takes_decisions(intents, ingest, browse
     first = client.get(SCREEN + "next/").json()
     assert first["remaining"] == 2 and first["group"]["text"] == "what is new"
     assert [e["intent"] for e in first["group"]["top_intents"]][0] == "get_news" and first["group"]["top_intents"][0]["known"]
-    status, body = post(client, "decide/", {"lead_id": first["group"]["lead_id"], "decision": "out_of_scope"})
+    shown = [i for m in first["group"]["members"] for i in m["item_ids"]]
+    status, body = post(client, "decide/", {"lead_id": first["group"]["lead_id"], "item_ids": shown, "decision": "out_of_scope"})
     assert status == 200 and body["status"] == "out_of_scope" and body["intent"] == "oos"
     assert Utterance.objects.get(text="what is new").intent.name == "oos"
-    status, body = post(client, "decide/", {"lead_id": first["group"]["lead_id"], "decision": "out_of_scope"})
+    status, body = post(client, "decide/", {"lead_id": first["group"]["lead_id"], "item_ids": shown, "decision": "out_of_scope"})
     assert status == 409 and "already decided" in body["error"]
     second = client.get(SCREEN + "next/").json()
     assert second["remaining"] == 1 and second["group"]["text"] == "play jazz"
@@ -191,11 +199,16 @@ def test_the_screen_serves_one_group_and_takes_decisions(intents, ingest, browse
     ({"lead_id": 1, "decision": "approve"}, "decision"),
     ({"lead_id": 1, "decision": "label", "intent": "no_such_intent"}, "intent"),
     ({"lead_id": 1, "decision": "accept", "take_out": "abc"}, "take_out"),
+    ({"lead_id": 1, "decision": "accept", "item_ids": None}, "item_ids"),
+    ({"lead_id": 1, "decision": "accept", "item_ids": []}, "item_ids"),
+    ({"lead_id": 1, "decision": "accept", "item_ids": ["1"]}, "item_ids"),
+    ({"lead_id": 1, "decision": "accept", "item_ids": [True]}, "item_ids"),
     ([1, 2], "body"),
 ])
 def test_bad_decisions_are_400s_with_a_reason(intents, ingest, browser_for, labeler, body, field):
     item = ingest("what is new")
-    body = {**body, "lead_id": item.pk} if isinstance(body, dict) and body.get("lead_id") == 1 else body
+    if isinstance(body, dict) and body.get("lead_id") == 1:
+        body = {"item_ids": [item.pk], **body, "lead_id": item.pk}
     status, answer = post(browser_for(labeler), "decide/", body)
     assert status == 400 and field in answer["fields"] and answer["error"]
     assert ReviewItem.objects.get().status == ReviewItem.Status.PENDING
@@ -232,3 +245,76 @@ def test_the_worker_groups_near_duplicates_of_one_model_version(trained, labeler
     late.refresh_from_db()
     assert late.group_key == items[0].group_key
     assert services.review_items_group() == {"embedded": 0, "joined": 0, "not_embeddable": 0}
+
+
+def test_a_decision_applies_to_the_items_shown_and_one_grouped_in_since_stays_pending(intents, ingest, labeler):
+    lead = ingest("what's my balance", intent="get_news")
+    services.review_group_lease(user=labeler, filters=no_filters())
+    shown = shown_ids(lead)
+    late = ingest("whats my balance now", intent="get_news")
+    ReviewItem.objects.filter(pk=late.pk).update(group_key=lead.group_key)  # the worker grouped it after the screen showed the group
+    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=shown, decision="accept")
+    assert decision.item_ids == [lead.pk]
+    late.refresh_from_db()
+    assert late.status == ReviewItem.Status.PENDING and not Utterance.objects.filter(text="whats my balance now").exists()
+
+
+def test_an_item_shown_of_another_group_or_leased_by_another_reviewer_is_never_decided(intents, ingest, labeler):
+    other = make_user(LABELERS)
+    lead = ingest("first text")
+    theirs = ingest("their text")
+    services.review_group_lease(user=other, filters=no_filters())  # the lowest confidence first: both tie, the first id
+    mine = services.review_group_lease(user=labeler, filters=no_filters())
+    assert {mine.pk, lead.pk, theirs.pk} == {lead.pk, theirs.pk}
+    # Their item is forged into the request and even moved into this group: it stays theirs.
+    held = theirs if mine.pk == lead.pk else lead
+    ReviewItem.objects.filter(pk=held.pk).update(group_key=mine.group_key)
+    decision = services.review_group_decide(user=labeler, lead_id=mine.pk, item_ids=[mine.pk, held.pk], decision="dismiss")
+    assert decision.item_ids == [mine.pk]
+    held.refresh_from_db()
+    assert held.status == ReviewItem.Status.PENDING and held.leased_by == other
+
+
+@pytest.mark.parametrize("leased", [True, False])
+def test_grouping_never_moves_a_leased_item(intents, ingest, labeler, leased):
+    leader = ingest("what's my balance", model_version="v1")
+    vector = np.ones(4, dtype=np.float32) / 2
+    ReviewItem.objects.filter(pk=leader.pk).update(embedding=vector.tobytes(), grouped=True)
+    fresh = ingest("whats my balance please", model_version="v1")
+    if leased:  # a reviewer holds its group (identical texts) before the worker embeds it
+        ReviewItem.objects.filter(pk=fresh.pk).update(leased_by=labeler, leased_until=timezone.now() + timezone.timedelta(minutes=5))
+    services._join_groups("v1", [fresh], np.array([vector]), 0.9)
+    fresh.refresh_from_db()
+    assert (fresh.group_key == leader.group_key) is not leased
+
+
+def test_take_out_is_one_update_however_many_texts(intents, ingest, labeler, django_assert_max_num_queries):
+    lead = ingest("the lead text")
+    others = [ingest(f"another text {i}") for i in range(300)]
+    ReviewItem.objects.filter(pk__in=[o.pk for o in others]).update(group_key=lead.group_key)
+    with django_assert_max_num_queries(2):
+        moved = services.review_group_take_out(item=lead, text_keys=[o.text_key for o in others] + ["not-in-the-group"] * 50)
+    assert moved == 300 and set(ReviewItem.objects.filter(pk__in=[o.pk for o in others]).values_list("kept_apart", flat=True)) == {True}
+
+
+@pytest.mark.parametrize("change", ["text", "held_out", "intent", "delete"])
+def test_undo_is_refused_when_someone_changed_a_labeled_text_since(intents, ingest, labeler, ml_engineer, change):
+    from webapp.labeling import services as labeling
+
+    lead = ingest("play something by queen", intent="play_music")
+    decision = services.review_group_decide(user=labeler, lead_id=lead.pk, item_ids=shown_ids(lead), decision="accept")
+    utterance = Utterance.objects.get(text="play something by queen")
+    if change == "text":
+        labeling.utterance_update(utterance=utterance, user=ml_engineer, text="play something by queen please")
+    elif change == "held_out":
+        labeling.utterances_set_held_out(utterances=Utterance.objects.filter(pk=utterance.pk), held_out=True, user=ml_engineer)
+    elif change == "intent":
+        labeling.utterance_update(utterance=utterance, user=ml_engineer, intent=intents["get_news"])
+    else:
+        labeling.utterance_delete(utterance=utterance, user=ml_engineer)
+    with pytest.raises(services.DecisionConflict, match="edited, held out or deleted"):
+        services.review_decision_undo(user=labeler, decision_id=decision.pk)
+    lead.refresh_from_db()
+    assert lead.status == ReviewItem.Status.LABELED
+    if change != "delete":
+        assert Utterance.objects.filter(pk=utterance.pk).exists()

@@ -184,6 +184,35 @@ def test_a_labeler_accepts_a_prediction_for_the_whole_group(client, labeler, int
     assert utterance.history.first().history_user == labeler
 
 
+@pytest.mark.parametrize("action, extra", [("accept_prediction", {}), ("label_as", {"apply": "1", "intent": "get_news"}),
+                                           ("mark_out_of_scope", {}), ("dismiss", {})])
+def test_an_action_on_a_row_decided_meanwhile_changes_nothing_it_did_not_show(client, labeler, intents, action, extra):
+    # A row listed as pending and dismissed by someone else before the action; a new copy of its
+    # text has arrived since, in the same group. Nobody chose that one: it stays pending.
+    row, _ = services.review_item_ingest(event=review_event("play me a song", intent="play_music"))
+    services.review_item_dismiss(item=row, user=None)
+    newcomer, _ = services.review_item_ingest(event=review_event("play me a song", intent="play_music"))
+    ReviewItem.objects.filter(pk=newcomer.pk).update(group_key=row.group_key)
+    client.force_login(labeler)
+    if extra:
+        extra = {**extra, "intent": Intent.objects.get(name=extra["intent"]).pk}
+    # Listed under "All" (or "Dismissed"), where resolved rows can be selected.
+    response = client.post(QUEUE + "?status=all", {"action": action, ACTION_CHECKBOX_NAME: [row.pk], **extra}, follow=True)
+    assert "was decided already (dismissed); nothing was changed" in response.content.decode()
+    newcomer.refresh_from_db()
+    assert newcomer.status == ReviewItem.Status.PENDING and not Utterance.objects.exists()
+
+
+def test_an_action_leaves_a_group_another_reviewer_holds_on_the_screen(client, labeler, ml_engineer, intents):
+    row, _ = services.review_item_ingest(event=review_event("play me a song", intent="play_music"))
+    services.review_group_lease(user=labeler, filters=services.QueueFilters(reason=None))
+    client.force_login(ml_engineer)
+    response = act(client, "dismiss", [row])
+    assert any(f"{labeler.get_username()} is deciding" in str(m) for m in response.context["messages"])
+    row.refresh_from_db()
+    assert row.status == ReviewItem.Status.PENDING
+
+
 def test_label_as_goes_through_a_page_to_choose_the_intent(client, labeler, intents):
     item, _ = services.review_item_ingest(event=review_event("will it snow", intent="get_news"))
     client.force_login(labeler)

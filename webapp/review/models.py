@@ -131,6 +131,8 @@ class ReviewDecision(models.Model):
     # Utterances this decision created (undo deletes them) and unlabeled ones it labeled (undo clears them).
     created_utterance_ids = models.JSONField(default=list)
     labeled_utterance_ids = models.JSONField(default=list)
+    # Each of those utterances' latest history row after the decision: undo is refused if any moved.
+    utterance_versions = models.JSONField(default=dict)
     undone_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

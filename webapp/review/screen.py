@@ -87,11 +87,15 @@ class LabelingScreen:
             lead_id = body.get("lead_id")
             if isinstance(lead_id, bool) or not isinstance(lead_id, int):
                 raise ValidationError({"lead_id": "must be the id of the group's first item."})
+            item_ids = body.get("item_ids")
+            if not isinstance(item_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in item_ids):
+                raise ValidationError({"item_ids": "must list the ids of the items the screen showed."})
             take_out = body.get("take_out", [])
             if not isinstance(take_out, list) or not all(isinstance(key, str) for key in take_out):
                 raise ValidationError({"take_out": "must be a list of text keys."})
-            decision = services.review_group_decide(user=request.user, lead_id=lead_id, decision=str(body.get("decision", "")),
-                                                    intent_name=str(body.get("intent", "")), take_out=take_out)
+            decision = services.review_group_decide(user=request.user, lead_id=lead_id, item_ids=item_ids,
+                                                    decision=str(body.get("decision", "")), intent_name=str(body.get("intent", "")),
+                                                    take_out=take_out)
         except (ValidationError, services.DecisionConflict) as exc:
             return _error(exc)
         return JsonResponse({"decision_id": decision.pk, "status": decision.status, "intent": decision.intent,

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Min, Q, QuerySet
+from django.db.models import F, Max, Min, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -300,9 +300,32 @@ def _group_key_for(key: str) -> str:
 
 
 def _group(item: ReviewItem) -> QuerySet[ReviewItem]:
-    """Every pending item of the item's group (its identical and near-duplicate texts): one
-    decision resolves them all."""
+    """Every pending item of the item's group (its identical and near-duplicate texts)."""
     return ReviewItem.objects.filter(group_key=item.group_key, status=ReviewItem.Status.PENDING)
+
+
+# The most items one decision on the labeling screen shows and decides; a larger group is decided
+# in turns (the rest stays pending, next in the queue).
+MAX_DECISION_ITEMS = 20_000
+
+
+def _members(item: ReviewItem, user: AbstractBaseUser | None, item_ids: Iterable[int] | None) -> QuerySet[ReviewItem]:
+    """What a decision on ``item`` applies to: the pending items of its group that no other reviewer
+    holds, and with ``item_ids`` (the labeling screen) only those the reviewer was shown: an item
+    that joined the group since stays pending. Refused when the item itself is no longer pending
+    (an admin row decided meanwhile): its group now holds items nobody chose."""
+    current = ReviewItem.objects.filter(pk=item.pk).values_list("status", flat=True).first()
+    if current != ReviewItem.Status.PENDING:
+        shown = ReviewItem.Status(current).label.lower() if current else "deleted"
+        raise ValidationError({"item": f"{str(item)!r} was decided already ({shown}); nothing was changed."})
+    members = _group(item)
+    if user is not None:
+        members = members.filter(_lease_filter(user))
+        if not members.exists():
+            holder = _group(item).exclude(leased_by=None).select_related("leased_by").first()
+            who = holder.leased_by.get_username() if holder else "another reviewer"
+            raise ValidationError({"item": f"{who} is deciding {str(item)!r} on the labeling screen; nothing was changed."})
+    return members if item_ids is None else members.filter(id__in=list(item_ids))
 
 
 @dataclass
@@ -343,12 +366,13 @@ def _utterance_for(text: str, intent: Intent, user: AbstractBaseUser | None, res
                                       f"change it there if {intent.name} is right.")})
 
 
-def _label_group(item: ReviewItem, intent: Intent, user: AbstractBaseUser | None, status: str) -> Resolution:
-    """Each distinct text of the item's group becomes a labeled utterance (near-duplicates are
-    examples worth keeping, not copies), and every item of the group is resolved with its text's."""
+def _label_group(item: ReviewItem, intent: Intent, user: AbstractBaseUser | None, status: str,
+                 item_ids: Iterable[int] | None) -> Resolution:
+    """Each distinct text of the decided items (``_members``) becomes a labeled utterance
+    (near-duplicates are examples worth keeping, not copies), and each item is resolved with its text's."""
     resolution = Resolution()
     with transaction.atomic():
-        group = _group(item)
+        group = _members(item, user, item_ids)
         for key in group.order_by("text_key").values_list("text_key", flat=True).distinct():
             same_text = group.filter(text_key=key)
             utterance = _utterance_for(same_text.order_by("id").first().text, intent, user, resolution)
@@ -356,20 +380,22 @@ def _label_group(item: ReviewItem, intent: Intent, user: AbstractBaseUser | None
     return resolution
 
 
-def review_item_label(*, item: ReviewItem, intent: Intent, user: AbstractBaseUser | None) -> Resolution:
-    """Label the item's texts (those of its group too) as ``intent``; ``len()`` of the result is how many resolved."""
-    return _label_group(item, intent, user, ReviewItem.Status.LABELED)
+def review_item_label(*, item: ReviewItem, intent: Intent, user: AbstractBaseUser | None,
+                      item_ids: Iterable[int] | None = None) -> Resolution:
+    """Label the item's texts (those of its group too; with ``item_ids``, only those items) as
+    ``intent``; ``len()`` of the result is how many resolved."""
+    return _label_group(item, intent, user, ReviewItem.Status.LABELED, item_ids)
 
 
-def review_item_accept(*, item: ReviewItem, user: AbstractBaseUser | None) -> Resolution:
+def review_item_accept(*, item: ReviewItem, user: AbstractBaseUser | None, item_ids: Iterable[int] | None = None) -> Resolution:
     """The prediction was right: label the text with the predicted intent."""
     intent = Intent.objects.filter(name=item.predicted_intent).first()
     if intent is None:
         raise ValidationError({"intent": f"The predicted intent {item.predicted_intent!r} no longer exists; use 'Label as…'."})
-    return review_item_label(item=item, intent=intent, user=user)
+    return review_item_label(item=item, intent=intent, user=user, item_ids=item_ids)
 
 
-def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None) -> Resolution:
+def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None, item_ids: Iterable[int] | None = None) -> Resolution:
     """Keep the text as an out-of-scope example (intent ``oos``): it tunes the threshold and
     measures out-of-scope recall in later runs, as CLINC150's out-of-scope queries do.
 
@@ -378,11 +404,12 @@ def review_item_out_of_scope(*, item: ReviewItem, user: AbstractBaseUser | None)
     oos = Intent.objects.filter(name=OOS_LABEL).first()
     if oos is None:
         raise ValidationError({"intent": f"There is no {OOS_LABEL!r} intent for out-of-scope texts; an ML engineer can create it."})
-    return _label_group(item, oos, user, ReviewItem.Status.OUT_OF_SCOPE)
+    return _label_group(item, oos, user, ReviewItem.Status.OUT_OF_SCOPE, item_ids)
 
 
-def review_item_dismiss(*, item: ReviewItem, user: AbstractBaseUser | None) -> Resolution:
-    return Resolution(item_ids=_resolve(_group(item), status=ReviewItem.Status.DISMISSED, user=user, utterance=None))
+def review_item_dismiss(*, item: ReviewItem, user: AbstractBaseUser | None, item_ids: Iterable[int] | None = None) -> Resolution:
+    with transaction.atomic():
+        return Resolution(item_ids=_resolve(_members(item, user, item_ids), status=ReviewItem.Status.DISMISSED, user=user, utterance=None))
 
 
 @dataclass
@@ -602,24 +629,27 @@ def _join_groups(version: str, items: list[ReviewItem], vectors, similarity: flo
     keys = leader_keys + unit_keys
     assignment = leader_groups(matrix, similarity, leaders=len(leader_keys))
     joined = 0
+    # A leased item stays where it is: its reviewer is deciding the group it was shown in. The
+    # condition is in the UPDATE itself, so a lease taken since the read above is seen too.
+    unleased = Q(leased_until__isnull=True) | Q(leased_until__lte=timezone.now())
     for position, key in enumerate(unit_keys, start=len(leader_keys)):
         target = keys[assignment[position]]
         if target != key:
-            joined += ReviewItem.objects.filter(group_key=key, status=ReviewItem.Status.PENDING).update(group_key=target)
+            joined += ReviewItem.objects.filter(unleased, group_key=key, status=ReviewItem.Status.PENDING).update(group_key=target)
     return joined
 
 
-def review_group_take_out(*, item: ReviewItem, text_keys: Iterable[str]) -> int:
-    """Take the pending items with these texts out of the item's group (a reviewer found they mean
-    something else): they form a group of their own per text, and are never grouped again."""
-    moved = 0
-    with transaction.atomic():
-        for key in set(text_keys):
-            if key == item.text_key:
-                continue
-            moved += _group(item).filter(text_key=key).update(group_key=key, kept_apart=True, grouped=True,
-                                                             leased_by=None, leased_until=None)
-    return moved
+def review_group_take_out(*, item: ReviewItem, text_keys: Iterable[str], item_ids: Iterable[int] | None = None) -> int:
+    """Take the pending items with these texts (with ``item_ids``, of those items) out of the item's
+    group (a reviewer found they mean something else): they form a group of their own per text,
+    and are never grouped again. One UPDATE, however many texts."""
+    keys = set(text_keys) - {item.text_key}
+    if not keys:
+        return 0
+    members = _group(item).filter(text_key__in=keys)
+    if item_ids is not None:
+        members = members.filter(id__in=list(item_ids))
+    return members.update(group_key=F("text_key"), kept_apart=True, grouped=True, leased_by=None, leased_until=None)
 
 
 # --- The labeling screen -------------------------------------------------------------------------
@@ -691,33 +721,46 @@ def _check_decidable(lead_id: int, user: AbstractBaseUser) -> ReviewItem:
     return lead
 
 
-def review_group_decide(*, user: AbstractBaseUser, lead_id: int, decision: str, intent_name: str = "",
+def review_group_decide(*, user: AbstractBaseUser, lead_id: int, item_ids: Iterable[int], decision: str, intent_name: str = "",
                         take_out: Iterable[str] = ()) -> ReviewDecision:
-    """A decision from the labeling screen on the group led by ``lead_id``, through the same
-    services as the admin's actions, recorded so that its reviewer can undo it.
+    """A decision from the labeling screen on the items ``item_ids`` it showed of the group led by
+    ``lead_id``, through the same services as the admin's actions, recorded so that its reviewer
+    can undo it. Exactly those items are decided (less those taken out): an item that joined the
+    group since the screen showed it stays pending.
 
     Raises DecisionConflict when someone else has resolved the item or holds its lease, and
     ValidationError for a decision that cannot be made (an unknown intent, a labeling conflict)."""
     if decision not in DECISIONS:
         raise ValidationError({"decision": f"must be one of {', '.join(DECISIONS)}, got {str(decision)[:40]!r}."})
+    shown = set(item_ids)
+    if lead_id not in shown or len(shown) > MAX_DECISION_ITEMS:
+        raise ValidationError({"item_ids": f"must list the shown items of the group, its first item included (at most {MAX_DECISION_ITEMS})."})
     with transaction.atomic():
         lead = _check_decidable(lead_id, user)
-        review_group_take_out(item=lead, text_keys=take_out)
+        review_group_take_out(item=lead, text_keys=take_out, item_ids=shown)
         if decision == "accept":
-            resolution = review_item_accept(item=lead, user=user)
+            resolution = review_item_accept(item=lead, user=user, item_ids=shown)
         elif decision == "label":
             intent = Intent.objects.filter(name=intent_name).first()
             if intent is None:
                 raise ValidationError({"intent": f"There is no intent named {str(intent_name)[:100]!r}."})
-            resolution = review_item_label(item=lead, intent=intent, user=user)
+            resolution = review_item_label(item=lead, intent=intent, user=user, item_ids=shown)
         elif decision == "out_of_scope":
-            resolution = review_item_out_of_scope(item=lead, user=user)
+            resolution = review_item_out_of_scope(item=lead, user=user, item_ids=shown)
         else:
-            resolution = review_item_dismiss(item=lead, user=user)
+            resolution = review_item_dismiss(item=lead, user=user, item_ids=shown)
         lead.refresh_from_db()
+        utterance_ids = [*resolution.created_utterance_ids, *resolution.labeled_utterance_ids]
         return ReviewDecision.objects.create(user=user, status=lead.status, intent=lead.reviewed_intent, item_ids=resolution.item_ids,
                                              created_utterance_ids=resolution.created_utterance_ids,
-                                             labeled_utterance_ids=resolution.labeled_utterance_ids)
+                                             labeled_utterance_ids=resolution.labeled_utterance_ids,
+                                             utterance_versions=_utterance_versions(utterance_ids))
+
+
+def _utterance_versions(utterance_ids: Iterable[int]) -> dict[str, int]:
+    """Each utterance's latest history row: an undo compares them to see whether anyone changed it since."""
+    rows = (Utterance.history.filter(id__in=list(utterance_ids)).order_by().values("id").annotate(latest=Max("history_id")))
+    return {str(row["id"]): row["latest"] for row in rows}
 
 
 def review_decision_undo(*, user: AbstractBaseUser, decision_id: int) -> ReviewDecision:
@@ -734,6 +777,9 @@ def review_decision_undo(*, user: AbstractBaseUser, decision_id: int) -> ReviewD
         if items.exclude(status=decision.status, resolved_by=user).exists() or items.count() != len(decision.item_ids):
             raise DecisionConflict("Some of these items were changed since this decision; undo refused, nothing was changed.")
         until = timezone.now() + timezone.timedelta(seconds=settings.REVIEW_LEASE_SECONDS)
+        if decision.utterance_versions and _utterance_versions(decision.utterance_versions) != decision.utterance_versions:
+            raise DecisionConflict("Someone has edited, held out or deleted a text this decision labeled since; "
+                                   "undo refused, nothing was changed. Change it in the utterances list instead.")
         items.update(status=ReviewItem.Status.PENDING, resolved_by=None, resolved_at=None, utterance=None, reviewed_intent="",
                      leased_by=user, leased_until=until)
         # An utterance a later decision reused (another copy of the text) stays: that decision still stands.
@@ -752,10 +798,12 @@ def review_group_view(lead: ReviewItem) -> dict[str, Any]:
     """What the screen shows of a group: the lead's text and the model's top three, and each
     distinct text of the group with its number of copies."""
     members: dict[str, dict[str, Any]] = {}
-    for item in _group(lead).order_by("id").only("text", "text_key", "confidence", "predicted_intent"):
-        member = members.setdefault(item.text_key, {"text_key": item.text_key, "text": item.text, "copies": 0,
+    shown = _group(lead).order_by("id").only("text", "text_key", "confidence", "predicted_intent")[:MAX_DECISION_ITEMS]
+    for item in shown:
+        member = members.setdefault(item.text_key, {"text_key": item.text_key, "text": item.text, "copies": 0, "item_ids": [],
                                                     "predicted_intent": item.predicted_intent, "confidence": item.confidence})
         member["copies"] += 1
+        member["item_ids"].append(item.pk)
     known = set(Intent.objects.filter(name__in=[e["intent"] for e in lead.top_intents]).values_list("name", flat=True))
     return {
         "lead_id": lead.pk, "group_key": lead.group_key, "text": lead.text, "reason": lead.reason,
