@@ -229,3 +229,88 @@ def test_quantize_off_serves_fp32(trained, ml_engineer, serving_path, settings):
     settings.QUANTIZE = False
     promotion = services.model_promote(run=trained(), user=ml_engineer, override_reason="no held-out set in this test")
     assert (promotion.served_precision, promotion.quantization, served_precision(serving_path)) == ("fp32", None, "fp32")
+
+
+def overtaken_at(monkeypatch, step: str, overtaker: Promotion) -> None:
+    """At ``step`` of the first promotion to reach it, its lease runs out (a stalled worker) and
+    ``overtaker`` is carried out from start to end."""
+    from django.utils import timezone
+
+    original, calls = getattr(services, step), []
+
+    def stalled(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(step)
+        if len(calls) == 1:
+            PromotionLock.objects.filter(pk=1).update(expires_at=timezone.now() - timezone.timedelta(seconds=1))
+            assert services.model_promote_execute(promotion_id=overtaker.pk).status == Promotion.Status.SUCCEEDED
+        return result
+
+    monkeypatch.setattr(services, step, stalled)
+
+
+def recorded_copies(monkeypatch) -> list[tuple[str, str]]:
+    copies, original = [], services.storage_copy
+
+    def copy(source_uri, target_uri):
+        copies.append((source_uri, target_uri))
+        return original(source_uri, target_uri)
+
+    monkeypatch.setattr(services, "storage_copy", copy)
+    return copies
+
+
+@pytest.mark.parametrize("earlier_model", [False, True], ids=["first-model", "replacing-a-model"])
+@pytest.mark.parametrize("step", ["serving_export", "_publish_version"])  # a step's check, and the fence at the switch
+def test_a_promotion_that_outlived_its_lease_never_touches_what_another_published(trained, ml_engineer, serving_path, monkeypatch,
+                                                                                 earlier_model, step):
+    if earlier_model:
+        services.model_promote(run=trained(seed=3), user=ml_engineer, override_reason="the gate is not under test")
+    slow_run, fast_run = trained(), trained(seed=7)
+    slow = services.model_promote_request(run=slow_run, user=ml_engineer, override_reason="race", enqueue=False)
+    fast = services.model_promote_request(run=fast_run, user=ml_engineer, override_reason="race", enqueue=False)
+    overtaken_at(monkeypatch, step, fast)
+    copies = recorded_copies(monkeypatch)
+    fast_done = []
+    monkeypatch.setattr(services, "_record_success", lambda promotion, version, original=services._record_success: (
+        original(promotion, version), fast_done.append(len(copies))))
+    slow = services.model_promote_execute(promotion_id=slow.pk)
+    assert slow.status == Promotion.Status.FAILED and "lease ran out" in slow.error_message
+    assert Promotion.objects.get(pk=fast.pk).status == Promotion.Status.SUCCEEDED
+    # After the overtaker's switch, the overtaken one copied nothing: no switch, no restore, no backfill.
+    assert fast_done == [len(copies)]
+    assert_consistent(serving_path, fast_run)
+
+
+def test_a_promotion_failed_by_the_sweep_never_becomes_succeeded(trained, ml_engineer, serving_path, monkeypatch, settings):
+    first, second = trained(), trained(seed=7)
+    services.model_promote(run=first, user=ml_engineer)
+    promotion = services.model_promote_request(run=second, user=ml_engineer, override_reason="the gate is not under test", enqueue=False)
+    original = services._publish_version
+
+    def swept_meanwhile(*args, **kwargs):  # the sweep judged this one dead while it worked
+        Promotion.objects.filter(pk=promotion.pk).update(status=Promotion.Status.FAILED, error_message="presumed dead")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_publish_version", swept_meanwhile)
+    promotion = services.model_promote_execute(promotion_id=promotion.pk)
+    assert promotion.status == Promotion.Status.FAILED and promotion.promoted_at is None
+    assert_consistent(serving_path, first)  # its switch undone
+
+
+def test_the_sweep_leaves_a_promotion_that_waits_for_the_lock(trained, ml_engineer, settings):
+    from django.utils import timezone
+
+    run = trained()
+    holder = services.model_promote_request(run=run, user=ml_engineer, enqueue=False)
+    waiting = services.model_promote_request(run=run, user=ml_engineer, enqueue=False)
+    long_ago = timezone.now() - timezone.timedelta(seconds=settings.PROMOTION_LOCK_SECONDS * 3)
+    # Requested long ago (queued behind a slow training run), running now and beating while it waits.
+    Promotion.objects.filter(pk__in=[holder.pk, waiting.pk]).update(status=Promotion.Status.RUNNING, requested_at=long_ago,
+                                                                     heartbeat_at=timezone.now())
+    PromotionLock.objects.update_or_create(pk=1, defaults={"holder_id": holder.pk, "expires_at": timezone.now() + timezone.timedelta(seconds=60)})
+    assert services.jobs_sweep()["promotions_failed"] == 0
+    Promotion.objects.filter(pk=waiting.pk).update(heartbeat_at=long_ago)  # then its worker died
+    assert services.jobs_sweep()["promotions_failed"] == 1
+    assert Promotion.objects.get(pk=waiting.pk).status == Promotion.Status.FAILED
+    assert Promotion.objects.get(pk=holder.pk).status == Promotion.Status.RUNNING

@@ -133,6 +133,9 @@ class Promotion(models.Model):
     override_reason = models.TextField(blank=True, help_text="set when the promotion gate was overridden")
     error_message = models.TextField(blank=True)
     task_id = models.CharField(max_length=64, blank=True)
+    # Beaten while the promotion waits for the publishing lock and while it renews it: the sweep
+    # fails a running promotion only once it has been silent for a whole lease.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Which ONNX model serving got, and why: the int8 gate's figures (mlcore.quantize.QuantizationCheck).
     served_precision = models.CharField(max_length=8, blank=True, help_text="fp32 or int8")
     quantization = models.JSONField(null=True, blank=True, help_text="the int8 gate: accuracy, agreement, ECE, reasons")
@@ -154,3 +157,5 @@ class PromotionLock(models.Model):
 
     holder = models.ForeignKey(Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     expires_at = models.DateTimeField(null=True, blank=True)
+    # The fencing token: one more at every acquisition (services._Lease).
+    generation = models.PositiveBigIntegerField(default=0)

@@ -429,6 +429,12 @@ def training_runs_fail_orphans() -> int:
 #      record the promotion as succeeded, in one database transaction.
 # A failure in steps 1-3 leaves serving untouched. A failure in step 4 rolls the transaction back
 # and copies the previous version's files back, so serving and the registry agree again.
+#
+# The lock is a lease, renewed while the work goes on (between steps, and from a thread), and
+# fenced: each acquisition bumps its generation, and step 4 starts with a conditional write that
+# holds only for the generation this promotion acquired. A promotion that outlived its lease (a
+# stalled worker) and was overtaken by another therefore fails before it writes anything serving
+# reads, and a promotion that switched nothing never touches the live files.
 
 
 def promoted_run() -> TrainingRun | None:
@@ -541,12 +547,13 @@ def model_promote(*, run: TrainingRun, user: AbstractBaseUser | None, override_r
 
 def model_promote_execute(*, promotion_id: int) -> Promotion | None:
     """Carry out a queued promotion (in the worker). Delivered twice, it runs once."""
-    if not Promotion.objects.filter(pk=promotion_id, status=Promotion.Status.QUEUED).update(status=Promotion.Status.RUNNING):
+    if not Promotion.objects.filter(pk=promotion_id, status=Promotion.Status.QUEUED).update(
+            status=Promotion.Status.RUNNING, heartbeat_at=timezone.now()):
         logger.warning("promotion %s is not queued; not carrying it out", promotion_id)
         return None
     try:
-        with _publishing_lock(promotion_id):
-            _promote(Promotion.objects.select_related("run__snapshot").get(pk=promotion_id))
+        with _publishing_lock(promotion_id) as lease:
+            _promote(Promotion.objects.select_related("run__snapshot").get(pk=promotion_id), lease)
     except ValidationError as exc:
         _promotion_fail(promotion_id, " ".join(exc.messages))
     except Exception as exc:  # noqa: BLE001 - any crash ends as a failed promotion, with its reason
@@ -561,46 +568,116 @@ def _promotion_fail(promotion_id: int, reason: str) -> None:
     )
 
 
-class PromotionBusy(Exception):
-    pass
+LEASE_LOST = ("The publishing lock's lease ran out while this promotion worked (another promotion may have published "
+              "since); nothing that serving reads was changed. Request the promotion again.")
+
+
+class _Lease:
+    """The publishing lock as one promotion holds it. ``generation`` is the fencing token: it grows
+    with every acquisition, so once this lease has run out and another promotion has taken the lock,
+    ``renew`` never holds again for this one."""
+
+    def __init__(self, promotion_id: int, generation: int, seconds: int) -> None:
+        self.promotion_id, self.generation, self.seconds = promotion_id, generation, seconds
+
+    def renew(self) -> bool:
+        """Extend the lease if this promotion still holds it; one conditional UPDATE, which inside a
+        transaction also keeps the lock row locked until the commit."""
+        from webapp.training.models import PromotionLock
+
+        now = timezone.now()
+        renewed = PromotionLock.objects.filter(pk=1, holder_id=self.promotion_id, generation=self.generation, expires_at__gt=now).update(
+            expires_at=now + timezone.timedelta(seconds=self.seconds))
+        if renewed:
+            Promotion.objects.filter(pk=self.promotion_id, status=Promotion.Status.RUNNING).update(heartbeat_at=now)
+        return bool(renewed)
+
+    def check(self) -> None:
+        """Renew, or stop the promotion: it no longer holds the lock."""
+        if not self.renew():
+            raise ValidationError({"promotion": LEASE_LOST})
+
+
+class _Renewal:
+    """Renews a lease from a thread every third of its term, so that one long step (an export, the
+    int8 check) does not outlive it. A lease already lost stays lost: ``check`` at the next step
+    and the switch's fence stop the promotion."""
+
+    def __init__(self, lease: _Lease) -> None:
+        self.lease, self.interval = lease, max(0.5, lease.seconds / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-promotion-{lease.promotion_id}", daemon=True)
+
+    def __enter__(self) -> "_Renewal":
+        # Inside a caller's transaction (a test's) other connections cannot see the rows.
+        if not transaction.get_connection().in_atomic_block:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _renew(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if not self.lease.renew():
+                        return
+                except Exception:  # a busy database: the next turn tries again
+                    logger.warning("the lease of promotion %s could not be renewed", self.lease.promotion_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
 
 
 @contextmanager
-def _publishing_lock(promotion_id: int) -> Iterator[None]:
-    """Hold the one publishing lock: wait while another promotion holds it (at most its lease)."""
+def _publishing_lock(promotion_id: int) -> Iterator[_Lease]:
+    """Hold the one publishing lock: wait while another promotion holds it (at most its lease),
+    beating this promotion's heartbeat meanwhile so the sweep knows it is alive."""
+    from django.db.models import F
+
     from webapp.training.models import PromotionLock
 
     PromotionLock.objects.get_or_create(pk=1)
-    lease = settings.PROMOTION_LOCK_SECONDS
-    deadline = time.monotonic() + lease
+    seconds = settings.PROMOTION_LOCK_SECONDS
+    deadline = time.monotonic() + seconds
     while True:
         now = timezone.now()
         free = Q(holder__isnull=True) | Q(expires_at__lt=now)
-        if PromotionLock.objects.filter(free, pk=1).update(holder_id=promotion_id, expires_at=now + timezone.timedelta(seconds=lease)):
+        if PromotionLock.objects.filter(free, pk=1).update(holder_id=promotion_id, expires_at=now + timezone.timedelta(seconds=seconds),
+                                                           generation=F("generation") + 1):
             break
         if time.monotonic() > deadline:
             raise ValidationError({"promotion": "Another promotion held the publishing lock for too long; request this one again."})
+        Promotion.objects.filter(pk=promotion_id, status=Promotion.Status.RUNNING).update(heartbeat_at=now)
         time.sleep(0.2)
+    lease = _Lease(promotion_id, PromotionLock.objects.values_list("generation", flat=True).get(pk=1), seconds)
     try:
-        yield
+        with _Renewal(lease):
+            yield lease
     finally:
-        PromotionLock.objects.filter(pk=1, holder_id=promotion_id).update(holder=None, expires_at=None)
+        PromotionLock.objects.filter(pk=1, holder_id=promotion_id, generation=lease.generation).update(holder=None, expires_at=None)
 
 
-def _promote(promotion: Promotion) -> None:
+def _promote(promotion: Promotion, lease: _Lease) -> None:
     run = promotion.run
     with artifact_local_copy(run) as artifact, tempfile.TemporaryDirectory() as folder:
         _verify_artifact(run, artifact)
         current = promoted_run()
         _apply_gate(promotion, current)
+        lease.check()
         onnx_path = serving_export(artifact=artifact, folder=Path(folder), run=run)
+        lease.check()
         onnx_path = _choose_precision(promotion, onnx_path)
+        lease.check()
         # Where the request said: the registry records exactly where serving's files went.
         live = ServingFiles.live(promotion.serving_uri)
         version = ServingFiles.for_version(promotion.serving_uri, run.version)
         _publish_version(version, artifact=artifact, onnx=onnx_path)
-        previous = _previous_version(current, live)
-        _switch_and_record(promotion, live, version, previous)
+        _switch_and_record(promotion, lease, current, live, version)
 
 
 def _verify_artifact(run: TrainingRun, path: Path) -> None:
@@ -742,20 +819,22 @@ def _previous_version(current: TrainingRun | None, live: ServingFiles) -> Servin
     return previous if storage_exists(previous.onnx) else None
 
 
-def _switch_and_record(promotion: Promotion, live: ServingFiles, version: ServingFiles, previous: ServingFiles | None) -> None:
-    """Step 4: switch serving to ``version`` and record it, or put everything back as it was."""
-    from webapp.training.models import PromotionLock
+def _switch_and_record(promotion: Promotion, lease: _Lease, current: TrainingRun | None, live: ServingFiles, version: ServingFiles) -> None:
+    """Step 4: switch serving to ``version`` and record it, or put everything back as it was.
 
-    try:
-        with transaction.atomic():
-            lock = PromotionLock.objects.select_for_update().get(pk=1)
-            if lock.holder_id != promotion.pk:
-                raise ValidationError({"promotion": "The publishing lock expired before the switch; request the promotion again."})
+    The fence comes first, and its write keeps the lock row locked until the commit, so no other
+    promotion can take the lock while this one switches or restores."""
+    with transaction.atomic():
+        lease.check()
+        if promoted_run() != current:  # cannot happen while the fence holds; the gate judged against ``current``
+            raise ValidationError({"promotion": "Another model was promoted while this promotion worked; request it again."})
+        previous = _previous_version(current, live)
+        try:
             _switch(version, live)  # the record first, then what serving watches
             _record_success(promotion, version)
-    except BaseException:
-        _restore(previous, live)
-        raise
+        except BaseException:
+            _restore(previous, live)
+            raise
 
 
 def _switch(version: ServingFiles, live: ServingFiles) -> None:
@@ -764,10 +843,12 @@ def _switch(version: ServingFiles, live: ServingFiles) -> None:
 
 
 def _record_success(promotion: Promotion, version: ServingFiles) -> None:
+    """Running to succeeded, never from any other state: a promotion the sweep has failed meanwhile
+    stays failed, and its switch is undone."""
     now = timezone.now()
-    Promotion.objects.filter(pk=promotion.pk).update(
-        status=Promotion.Status.SUCCEEDED, promoted_at=now, finished_at=now, version_uri=version.folder, error_message="",
-    )
+    if not Promotion.objects.filter(pk=promotion.pk, status=Promotion.Status.RUNNING).update(
+            status=Promotion.Status.SUCCEEDED, promoted_at=now, finished_at=now, version_uri=version.folder, error_message=""):
+        raise ValidationError({"promotion": "This promotion was marked failed while it worked; serving was put back as it was."})
 
 
 def _restore(previous: ServingFiles | None, live: ServingFiles) -> None:
@@ -868,15 +949,15 @@ def storage_delete(uri: str) -> None:
 
 
 def promotions_fail_abandoned() -> int:
-    """Fail promotions left "running" by a worker that died: the lock's lease has expired, or
-    another promotion holds it."""
+    """Fail promotions left "running" by a worker that died: not the live holder of the lock, and
+    silent (no heartbeat: neither waiting for the lock nor renewing it) for a whole lease."""
     from webapp.training.models import PromotionLock
 
     lock = PromotionLock.objects.filter(pk=1).first()
     live_holder = lock.holder_id if lock and lock.expires_at and lock.expires_at > timezone.now() else None
-    abandoned = Promotion.objects.filter(status=Promotion.Status.RUNNING).exclude(pk=live_holder)
-    # A running promotion may be waiting for the lock: only those older than a whole lease are abandoned.
-    abandoned = abandoned.filter(requested_at__lt=timezone.now() - timezone.timedelta(seconds=settings.PROMOTION_LOCK_SECONDS))
+    silent_since = timezone.now() - timezone.timedelta(seconds=settings.PROMOTION_LOCK_SECONDS)
+    abandoned = Promotion.objects.filter(status=Promotion.Status.RUNNING).exclude(pk=live_holder).filter(
+        Q(heartbeat_at__lt=silent_since) | Q(heartbeat_at__isnull=True, requested_at__lt=silent_since))
     return abandoned.update(status=Promotion.Status.FAILED, finished_at=timezone.now(),
                             error_message="The worker carrying out this promotion stopped; serving kept the previous model. Request it again.")
 
