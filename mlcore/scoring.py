@@ -36,3 +36,11 @@ def evaluate_predictor(predictor: PredictorBase, examples: Sequence[Example], oo
     )
     report["unknown_intent_examples"] = len(examples) - len(known)
     return report
+
+
+def answered_share(report: dict) -> float:
+    """The accuracy over every in-scope example of the evaluation, an example whose intent the model
+    does not know counting as wrong (the model cannot give that answer). Two models that know
+    different intents are compared on the same questions this way: the gate's measure."""
+    examples = report["examples"] + report.get("unknown_intent_examples", 0)
+    return report["accuracy"] * report["examples"] / examples if examples else 0.0

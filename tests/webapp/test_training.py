@@ -194,6 +194,45 @@ def test_the_gate_rescores_the_promoted_model_on_new_held_out_questions(trained,
     assert promotion.previous_heldout_accuracy is not None  # the first model, scored on the 40 questions
 
 
+def test_the_gate_scores_both_models_on_the_same_questions(trained, ml_engineer, serving_path):
+    # Production knew 24 of the 30 questions' intents and got those right; the candidate knows all
+    # 30 and gets 27. Scored on what each knows (1.0 against 0.9) the candidate looked worse; on the
+    # same 30 questions it is better (0.9 against 0.8).
+    production, candidate = trained(), trained(seed=5)
+    production.metrics["test"].update(accuracy=1.0, examples=24, unknown_intent_examples=6)
+    production.save(update_fields=["metrics"])
+    candidate.metrics["test"].update(accuracy=0.9, examples=30, unknown_intent_examples=0)
+    candidate.save(update_fields=["metrics"])
+    services.model_promote(run=production, user=ml_engineer)
+    promotion = services.model_promote(run=candidate, user=ml_engineer)
+    assert (promotion.heldout_accuracy, promotion.previous_heldout_accuracy) == (pytest.approx(0.9), pytest.approx(0.8))
+    assert promotion.override_reason == ""
+
+
+def test_a_model_that_knows_none_of_the_intents_answers_none_of_the_questions(trained):
+    from mlcore.data import Example, LabeledData
+
+    run = trained()
+    data = LabeledData(train=[], test=[Example("book a flight to lima", "book_flight"), Example("a table for two", "book_table")])
+    assert services._rescored_accuracy(run, data) == 0.0
+
+
+def test_the_gate_asks_for_a_reason_when_production_cannot_be_scored_and_takes_one(trained, ml_engineer, serving_path):
+    first = trained()
+    services.model_promote(run=first, user=ml_engineer)
+    extra = Utterance.objects.filter(is_held_out=False).order_by("id")[:10]
+    labeling.utterances_set_held_out(utterances=Utterance.objects.filter(pk__in=[u.pk for u in extra]), held_out=True, user=ml_engineer)
+    second = trained()
+    with first.artifact.open("wb") as handle:  # production's stored artifact is lost: it cannot be re-scored
+        handle.write(b"not a model")
+    with pytest.raises(ValidationError, match=f"The promoted run #{first.pk} cannot be scored .* Give a reason"):
+        services.model_promote(run=second, user=ml_engineer)
+    assert file_sha256(serving_path) == first.artifact_sha256
+    promotion = services.model_promote(run=second, user=ml_engineer, override_reason="the old artifact is gone")
+    assert promotion.previous_heldout_accuracy is None and promotion.override_reason == "the old artifact is gone"
+    assert file_sha256(serving_path) == second.artifact_sha256
+
+
 def test_an_artifact_that_does_not_load_cannot_be_promoted(trained, ml_engineer, serving_path):
     run = trained()
     with run.artifact.open("wb") as handle:

@@ -29,7 +29,8 @@ from django.utils import timezone
 
 from mlcore.config import TrainConfig
 from mlcore.data import OOS_LABEL, Example, LabeledData, dataset_fingerprint
-from mlcore.errors import ArtifactError, ConfigError, MlcoreError, TrainingCancelled
+from mlcore.errors import ArtifactError, ConfigError, DataError, MlcoreError, TrainingCancelled
+from mlcore.scoring import answered_share
 from mlcore.files import atomic_write, is_s3_uri, parse_s3_uri
 from webapp.labeling.models import Utterance
 from webapp.review import selectors as review_selectors
@@ -458,21 +459,33 @@ def artifact_local_copy(run: TrainingRun) -> Iterator[Path]:
 
 
 def heldout_accuracies(*, candidate: TrainingRun, current: TrainingRun) -> tuple[float | None, float | None]:
-    """Both models' accuracy on the candidate's held-out questions (re-scoring the current model
-    when it was evaluated on a different held-out set)."""
+    """Both models' accuracy on the same questions: every in-scope held-out text of the candidate's
+    snapshot, a text whose intent a model does not know counting as wrong for it
+    (``mlcore.scoring.answered_share``); the current model is re-scored when it was evaluated on a
+    different held-out set. Raises ValidationError when the current model cannot be re-scored."""
+    from mlcore.scoring import answered_share
+
     candidate_report = candidate.heldout_report
     if not candidate_report:
         return None, None
     current_report = current.heldout_report
     if current_report and current.snapshot.heldout_fingerprint == candidate.snapshot.heldout_fingerprint:
-        return candidate_report["accuracy"], current_report["accuracy"]
-    from mlcore.predictor import Predictor
-    from mlcore.scoring import evaluate_predictor
+        return answered_share(candidate_report), answered_share(current_report)
+    return answered_share(candidate_report), _rescored_accuracy(current, snapshot_to_data(candidate.snapshot))
 
-    data = snapshot_to_data(candidate.snapshot)
-    with artifact_local_copy(current) as path:
-        report = evaluate_predictor(Predictor.from_file(path), data.test, data.oos_test)
-    return candidate_report["accuracy"], report["accuracy"]
+
+def _rescored_accuracy(run: TrainingRun, data: LabeledData) -> float:
+    from mlcore.predictor import Predictor
+    from mlcore.scoring import answered_share, evaluate_predictor
+
+    with artifact_local_copy(run) as path:
+        try:
+            report = evaluate_predictor(Predictor.from_file(path), data.test, data.oos_test)
+        except ArtifactError as exc:
+            raise ValidationError({"artifact": f"Run #{run.pk}'s artifact does not load: {exc}"}) from None
+        except DataError:  # it knows none of these intents: it can answer none of the questions
+            return 0.0
+    return answered_share(report)
 
 
 def _no_heldout_message(run: TrainingRun) -> str:
@@ -508,7 +521,7 @@ def promotion_gate_precheck(*, run: TrainingRun, override_reason: str) -> None:
     if current is None or current.pk == run.pk or not current.heldout_report:
         return
     if current.snapshot.heldout_fingerprint == run.snapshot.heldout_fingerprint:
-        candidate_accuracy, current_accuracy = run.heldout_report["accuracy"], current.heldout_report["accuracy"]
+        candidate_accuracy, current_accuracy = heldout_accuracies(candidate=run, current=current)
         if _is_worse(candidate_accuracy, current_accuracy):
             raise ValidationError({"override_reason": _worse_message(run, current, candidate_accuracy, current_accuracy)})
 
@@ -700,13 +713,19 @@ def _apply_gate(promotion: Promotion, current: TrainingRun | None) -> None:
     if not run.heldout_report and not override:
         raise ValidationError({"override_reason": _no_heldout_message(run)})
     if current is not None and current.pk != run.pk:
-        candidate_accuracy, current_accuracy = heldout_accuracies(candidate=run, current=current)
+        try:
+            candidate_accuracy, current_accuracy = heldout_accuracies(candidate=run, current=current)
+        except ValidationError as exc:  # production cannot be re-scored: only a reason lets the candidate through
+            if not override:
+                raise ValidationError({"override_reason": f"The promoted run #{current.pk} cannot be scored on run #{run.pk}'s held-out "
+                                                          f"questions ({' '.join(exc.messages)}). Give a reason to promote anyway."}) from None
+            candidate_accuracy, current_accuracy, needed_override = answered_share(run.heldout_report), None, True
         if _is_worse(candidate_accuracy, current_accuracy):
             if not override:
                 raise ValidationError({"override_reason": _worse_message(run, current, candidate_accuracy, current_accuracy)})
             needed_override = True
     elif run.heldout_report:
-        candidate_accuracy = run.heldout_report["accuracy"]
+        candidate_accuracy = answered_share(run.heldout_report)
     Promotion.objects.filter(pk=promotion.pk).update(
         previous_run=current, heldout_accuracy=candidate_accuracy, previous_heldout_accuracy=current_accuracy,
         override_reason=override if needed_override else "",
