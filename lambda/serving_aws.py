@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import os
+import random
 import re
 import threading
-from contextlib import contextmanager
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
-from urllib.parse import parse_qsl, quote, urlsplit
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
+
+T = TypeVar("T")
 
 _session = None
 _lock = threading.Lock()
@@ -47,7 +53,12 @@ def aws_client(service: str, **config: Any):
 
 
 class S3Error(Exception):
-    """An S3 read that failed: the HTTP status and S3's error code, or why no answer came."""
+    """An S3 read that failed: the HTTP status and S3's error code, or why no answer came.
+    ``transient``: trying again may succeed (no answer, a 5xx, an answer cut short)."""
+
+    def __init__(self, problem: str, *, transient: bool = False) -> None:
+        super().__init__(problem)
+        self.transient = transient
 
 
 def environment_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str, str | None] | None:
@@ -105,42 +116,155 @@ def canonical_query(query: str) -> str:
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-@contextmanager
-def s3_request(method: str, bucket: str, key: str, *, credentials: tuple[str, str, str | None], connect_timeout: float,
-               read_timeout: float, attempts: int, environ: Mapping[str, str] | None = None):
-    """One signed GET or HEAD, retried on a connection failure or a 5xx as botocore's standard mode
-    would: the response (status 200) to read within the block, or S3Error."""
-    import http.client
+# -- the signed requests: retried, redirected to the bucket's region, checked for length ---------------
+#
+# What botocore does for these two calls, and what the model needs besides: a GET that ends before
+# Content-Length says is not a model file but a failed read (http.client's read(n) just returns b""
+# when the connection closes early), retried like a 5xx; a model file cut short would otherwise be
+# refused as corrupt, and its version not fetched again.
 
-    environ = os.environ if environ is None else environ
-    url = s3_url(bucket, key, environ)
-    parts = urlsplit(url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    problem = "no attempt was made"
-    for _ in range(attempts):
-        connection = connection_class(parts.netloc, timeout=connect_timeout)
-        try:
-            connection.connect()
-            connection.sock.settimeout(read_timeout)
-            connection.request(method, parts.path, headers=sigv4_headers(method, url, credentials, s3_region(environ), datetime.now(timezone.utc)))
-            response = connection.getresponse()
-        except TimeoutError:
-            problem = f"Read timeout on endpoint URL: {url!r}" if connection.sock else f"Connect timeout on endpoint URL: {url!r}"
-            connection.close()
-            continue
-        except OSError as exc:
-            problem = f"Could not connect to the endpoint URL: {url!r} ({type(exc).__name__}: {exc})"
-            connection.close()
-            continue
-        if response.status == 200:
-            try:
-                yield response
-            finally:
-                connection.close()
-            return
-        code = re.search(rb"<Code>([^<]+)</Code>", response.read(2000)) if method != "HEAD" else None
+REDIRECTS = (301, 302, 307, 308)
+BACKOFF_CAP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a request goes, and the region it is signed for."""
+
+    url: str
+    region: str
+
+
+def s3_etag(bucket: str, key: str, *, credentials: tuple[str, str, str | None], connect_timeout: float, read_timeout: float,
+            attempts: int, backoff_seconds: float = 0.0, environ: Mapping[str, str] | None = None) -> str:
+    """The object's ETag: a signed HEAD, retried as botocore's standard mode would; or S3Error."""
+    limits = {"connect_timeout": connect_timeout, "read_timeout": read_timeout, "environ": settled(environ)}
+
+    def head() -> str:
+        connection, response, _ = s3_response("HEAD", bucket, key, credentials=credentials, **limits)
         connection.close()
-        problem = f"{method} {url} answered {response.status} {response.reason}" + (f" ({code.group(1).decode()})" if code else "")
-        if response.status < 500:
-            break
-    raise S3Error(problem)
+        return response.getheader("ETag", "")
+
+    return retrying(head, attempts=attempts, backoff_seconds=backoff_seconds)
+
+
+def s3_download(bucket: str, key: str, destination: Path, *, credentials: tuple[str, str, str | None], connect_timeout: float,
+                read_timeout: float, attempts: int, backoff_seconds: float = 0.0, environ: Mapping[str, str] | None = None) -> None:
+    """The object's bytes, all of them, written to ``destination``: a signed GET, retried (from the
+    start) after a connection failure, a 5xx, or an answer that ends early; or S3Error."""
+    limits = {"connect_timeout": connect_timeout, "read_timeout": read_timeout, "environ": settled(environ)}
+
+    def download() -> None:
+        connection, response, target = s3_response("GET", bucket, key, credentials=credentials, **limits)
+        try:
+            received = write_body(response, destination)
+        except (OSError, http.client.HTTPException) as exc:  # a read timeout, a reset, a chunked answer cut off
+            raise S3Error(f"GET {target.url} failed while reading: {type(exc).__name__}: {exc}", transient=True) from None
+        finally:
+            connection.close()
+        expected = response.getheader("Content-Length")
+        if expected is not None and received != int(expected):
+            raise S3Error(f"GET {target.url} was cut short: {received} of {expected} bytes", transient=True)
+
+    retrying(download, attempts=attempts, backoff_seconds=backoff_seconds)
+
+
+def settled(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The settings one call's tries all use: the endpoint and region as they were when it began."""
+    return dict(os.environ) if environ is None else environ
+
+
+def write_body(response: http.client.HTTPResponse, destination: Path, chunk_bytes: int = 1 << 20) -> int:
+    """Stream the answer's body to ``destination`` (emptied first); the number of bytes written."""
+    received = 0
+    with destination.open("wb") as handle:
+        while chunk := response.read(chunk_bytes):
+            handle.write(chunk)
+            received += len(chunk)
+    return received
+
+
+def retrying(call: Callable[[], T], *, attempts: int, backoff_seconds: float) -> T:
+    """``call()``, tried again after a transient S3Error, at most ``attempts`` times in all, with
+    exponential backoff and jitter between tries (capped): S3 asks for it (503 SlowDown)."""
+    for retry in range(1, max(1, attempts)):
+        try:
+            return call()
+        except S3Error as exc:
+            if not exc.transient:
+                raise
+        time.sleep(min(BACKOFF_CAP_SECONDS, backoff_seconds * 2 ** (retry - 1)) * random.uniform(0.5, 1.0))
+    return call()  # the last try: its error is the answer
+
+
+def s3_response(method: str, bucket: str, key: str, *, credentials: tuple[str, str, str | None], connect_timeout: float,
+                read_timeout: float, environ: Mapping[str, str] | None = None):
+    """One signed request's answer with status 200, its connection open (to read, then close), and
+    where it came from. A redirect to the bucket's region is followed once, as botocore does; any
+    other answer is an S3Error, transient for a 5xx or no answer at all."""
+    environ = os.environ if environ is None else environ
+    target = Target(s3_url(bucket, key, environ), s3_region(environ))
+    for may_redirect in (True, False):
+        connection, response = send_signed(method, target, credentials, connect_timeout, read_timeout)
+        if response.status == 200:
+            return connection, response, target
+        try:
+            body = response.read(2000) if method != "HEAD" else b""  # S3's error document (none to a HEAD)
+        except (OSError, http.client.HTTPException):
+            body = b""
+        connection.close()
+        redirect = redirected(response, body, target, bucket, key, environ) if may_redirect else None
+        if redirect is None:
+            raise S3Error(refusal(method, target, response, body), transient=response.status >= 500)
+        target = redirect
+
+
+def refusal(method: str, target: Target, response: http.client.HTTPResponse, body: bytes) -> str:
+    code = re.search(rb"<Code>([^<]+)</Code>", body)
+    problem = f"{method} {target.url} answered {response.status} {response.reason}" + (f" ({code.group(1).decode()})" if code else "")
+    if response.status in REDIRECTS:
+        problem += f", to {response.getheader('Location') or response.getheader('x-amz-bucket-region') or 'nowhere said'}: not followed"
+    return problem
+
+
+def send_signed(method: str, target: Target, credentials: tuple[str, str, str | None], connect_timeout: float, read_timeout: float):
+    """(connection, response) for one signed request without a body; S3Error (transient) if no answer came."""
+    parts = urlsplit(target.url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.netloc, timeout=connect_timeout)
+    try:
+        connection.connect()
+        connection.sock.settimeout(read_timeout)
+        connection.request(method, parts.path, headers=sigv4_headers(method, target.url, credentials, target.region, datetime.now(timezone.utc)))
+        return connection, connection.getresponse()
+    except TimeoutError:
+        problem = f"Read timeout on endpoint URL: {target.url!r}" if connection.sock else f"Connect timeout on endpoint URL: {target.url!r}"
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, or an answer that is not HTTP
+        problem = f"Could not connect to the endpoint URL: {target.url!r} ({type(exc).__name__}: {exc})"
+    connection.close()
+    raise S3Error(problem, transient=True)
+
+
+def redirected(response: http.client.HTTPResponse, body: bytes, target: Target, bucket: str, key: str,
+               environ: Mapping[str, str]) -> Target | None:
+    """Where S3 says the object is, when it does: the bucket's region (x-amz-bucket-region, or the
+    <Region> of a GET's AuthorizationHeaderMalformed), signed for anew; or, for a redirect without
+    one, its Location. A signed request is replayable for minutes: it follows a Location only on
+    the same endpoint or to an S3 host of AWS, never to whatever host an answer names."""
+    found = re.search(rb"<Region>([^<]+)</Region>", body)
+    region = response.getheader("x-amz-bucket-region") or (found.group(1).decode() if found else None)
+    if region and region != target.region and (response.status in REDIRECTS or response.status == 400):
+        return Target(s3_url(bucket, key, {**environ, "AWS_REGION": region}), region)
+    location = response.getheader("Location")
+    if response.status in REDIRECTS and location:
+        url = urljoin(target.url, location)
+        if may_follow(target.url, url):
+            return Target(url, region or target.region)
+    return None
+
+
+def may_follow(origin: str, url: str) -> bool:
+    """On the same endpoint (scheme, host and port), or to an HTTPS host of AWS."""
+    old, new = urlsplit(origin), urlsplit(url)
+    same_endpoint = (old.scheme, old.netloc) == (new.scheme, new.netloc)
+    return same_endpoint or (new.scheme == "https" and (new.hostname or "").endswith(".amazonaws.com"))

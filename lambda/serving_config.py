@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from typing import Literal, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -55,7 +56,7 @@ class ServingSettings(BaseModel):
 
     # Where unsure predictions go for review: nowhere, the Django API, or an SQS queue.
     review_sink: Literal["none", "http", "sqs"] = "none"
-    review_api_url: str = ""  # e.g. https://admin.example.com/api/v1/review-items/
+    review_api_url: str = ""  # e.g. https://admin.example.com/api/v1/review-items/ (the final slash is added if missing)
     review_api_token: str = ""  # a token of a "Review reporters" user: it can only post review items
     review_queue_url: str = ""
     # The most a classify response may wait for the sink, retries included.
@@ -92,6 +93,16 @@ class ServingSettings(BaseModel):
         if self.review_sink == "sqs" and not self.review_queue_url:
             raise ValueError("REVIEW_SINK=sqs needs REVIEW_QUEUE_URL")
         return self
+
+    @field_validator("review_api_url", "traffic_api_url")
+    @classmethod
+    def ends_in_a_slash(cls, url: str) -> str:
+        """Django's API routes end in a slash, and the review sink follows no redirect (APPEND_SLASH
+        answers a POST without the slash with one): a URL given without it gets it here."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or parts.path.endswith("/"):
+            return url  # not an http(s) URL: sink_is_complete says so
+        return urlunsplit(parts._replace(path=parts.path + "/"))
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -31,7 +31,10 @@ logger = logging.getLogger("serving.model")
 # S3 calls run off the request path; these only keep a hung call from blocking the next check for long.
 S3_CONNECT_TIMEOUT_SECONDS = 2
 S3_READ_TIMEOUT_SECONDS = 5
-S3_MAX_ATTEMPTS = 2
+# Tries of one S3 call, the first included, when S3 fails in a way that passes (no answer, a 5xx, a
+# download cut short). The pause before a retry doubles from this, with jitter, up to 2 s.
+S3_MAX_ATTEMPTS = 3
+S3_BACKOFF_SECONDS = 0.25
 
 
 def load_predictor(path: Path, *, threads: int | None = None):
@@ -160,11 +163,8 @@ class ModelStore:
         with tempfile.TemporaryDirectory(prefix="model-") as folder:  # /tmp on Lambda
             local = Path(folder) / Path(key).name
             try:
-                # One GET, streamed to /tmp (s3transfer's download_file adds a HEAD and threads).
-                with local.open("wb") as handle:
-                    for chunk in _s3_chunks(bucket, key):
-                        handle.write(chunk)
-            except Exception as exc:
+                _s3_download(bucket, key, local)
+            except Exception as exc:  # not ModelRejected: a read that failed says nothing of the version
                 raise ModelUnavailable(f"the model at {self.uri} cannot be downloaded: {_short(exc)}") from None
             return LoadedModel(self._load(local), marker, time.time())
 
@@ -196,31 +196,53 @@ CHUNK_BYTES = 1 << 20
 def _s3_etag(bucket: str, key: str) -> str:
     """The object's ETag: a HEAD signed here with the environment's credentials (as on Lambda),
     else through botocore (serving_aws says why)."""
-    from serving_aws import environment_credentials, s3_request
+    from serving_aws import environment_credentials, s3_etag
 
     credentials = environment_credentials()
     if credentials is None:
         return _s3().head_object(Bucket=bucket, Key=key)["ETag"]
-    with s3_request("HEAD", bucket, key, credentials=credentials, **_s3_limits()) as response:
-        return response.getheader("ETag", "")
+    return s3_etag(bucket, key, credentials=credentials, **_s3_limits())
 
 
-def _s3_chunks(bucket: str, key: str):
-    """The object's bytes, a chunk at a time, read as _s3_etag reads its ETag."""
-    from serving_aws import environment_credentials, s3_request
+def _s3_download(bucket: str, key: str, destination: Path) -> None:
+    """The whole object at ``destination``, read as _s3_etag reads its ETag: one GET streamed to
+    /tmp (s3transfer's download_file adds a HEAD and threads), fetched again when the answer ends
+    early. A file cut short must never reach the loader: refused as corrupt, its version would not
+    be fetched again until the next promotion."""
+    from serving_aws import environment_credentials, s3_download
 
     credentials = environment_credentials()
     if credentials is None:
-        yield from _s3().get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(CHUNK_BYTES)
-        return
-    with s3_request("GET", bucket, key, credentials=credentials, **_s3_limits()) as response:
-        while chunk := response.read(CHUNK_BYTES):
-            yield chunk
+        _botocore_download(bucket, key, destination)
+    else:
+        s3_download(bucket, key, destination, credentials=credentials, **_s3_limits())
+
+
+def _botocore_download(bucket: str, key: str, destination: Path) -> None:
+    """botocore retries the GET up to its answer, not the body it then hands over: an answer that
+    breaks off (its StreamingBody checks Content-Length and raises) is fetched again here."""
+    from botocore.exceptions import BotoCoreError
+
+    from serving_aws import S3Error, retrying
+
+    def download() -> None:
+        body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            with destination.open("wb") as handle:
+                for chunk in body.iter_chunks(CHUNK_BYTES):
+                    handle.write(chunk)
+        except BotoCoreError as exc:  # cut short, reset, or a read timeout, while reading the body
+            raise S3Error(f"GET s3://{bucket}/{key} failed while reading: {_short(exc)}", transient=True) from None
+        finally:
+            body.close()
+
+    retrying(download, attempts=S3_MAX_ATTEMPTS, backoff_seconds=S3_BACKOFF_SECONDS)
 
 
 def _s3_limits() -> dict:
     # Read when called: tests shorten the timeouts.
-    return {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "read_timeout": S3_READ_TIMEOUT_SECONDS, "attempts": S3_MAX_ATTEMPTS}
+    return {"connect_timeout": S3_CONNECT_TIMEOUT_SECONDS, "read_timeout": S3_READ_TIMEOUT_SECONDS, "attempts": S3_MAX_ATTEMPTS,
+            "backoff_seconds": S3_BACKOFF_SECONDS}
 
 
 def _s3():

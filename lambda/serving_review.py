@@ -55,6 +55,7 @@ class HttpSink:
         self.url, self.token = url, token
         self.traffic_url = traffic_url or urllib.parse.urljoin(url if url.endswith("/") else url + "/", "../traffic-reports/")
         self.sample_url = urllib.parse.urljoin(url if url.endswith("/") else url + "/", "../traffic-samples/")
+        self.opener = urllib.request.build_opener(RefuseRedirects)
 
     def send(self, event: dict[str, Any], timeout: float) -> None:
         url = {TRAFFIC_REPORT: self.traffic_url, SAMPLE: self.sample_url}.get(event.get("type"), self.url)
@@ -63,9 +64,11 @@ class HttpSink:
             headers={"Content-Type": "application/json", "Authorization": f"Token {self.token}"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with self.opener.open(request, timeout=timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:  # a wrong URL, not a refused event: retrying cannot help, replaying to the right one will
+                raise DeliveryError(redirect_problem(url, exc), permanent=True) from None
             raise DeliveryError(f"HTTP {exc.code} from {url}: {_excerpt(exc)}", permanent=400 <= exc.code < 500 and exc.code not in (401, 403, 408, 429)) from None
         except (urllib.error.URLError, OSError) as exc:
             raise DeliveryError(f"{url} unreachable: {getattr(exc, 'reason', exc)}") from None
@@ -73,6 +76,22 @@ class HttpSink:
             raise DeliveryError(f"{url} answered unreadably: {type(exc).__name__}: {_short(exc)}") from None
         except (ValueError, OverflowError) as exc:  # a URL urllib cannot use (unknown scheme, port out of range)
             raise DeliveryError(f"{url} cannot be used: {_short(exc)}", permanent=True) from None
+
+
+class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Leaves a redirect as the answer (an HTTPError), never follows it: urllib would resend a
+    POST answered 301 or 302 as a GET without its body, and send the Authorization header along to
+    whatever host the Location names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def redirect_problem(url: str, error: urllib.error.HTTPError) -> str:
+    location = error.headers.get("Location", "(no Location header)")
+    return (f"configuration error: POST {url} was answered HTTP {error.code}, a redirect to {location}, which is not followed "
+            "(the event and its token go to the URL configured, nowhere else): set REVIEW_API_URL (or TRAFFIC_API_URL) "
+            "to the URL the service answers at")
 
 
 class SqsSink:

@@ -159,7 +159,7 @@ def test_s3_failing_leaves_the_loaded_model_answering_at_once_and_health_says_wh
     assert reason in health.json()["error"] and f"s3://models/{KEY}" in health.json()["error"]
 
 
-def test_with_no_model_yet_a_hanging_s3_is_503_with_the_reason_within_the_wait(make_client, start_server, monkeypatch, aws):
+def test_with_no_model_yet_a_hanging_s3_is_503_with_the_reason_within_the_wait(make_client, start_server, monkeypatch, aws, short_s3_timeouts):
     point_s3_at(start_server(servers.silent), monkeypatch)
     client = make_client(model_uri=f"s3://models/{KEY}", model_load_wait_seconds=1)
     response, elapsed_ms = timed(lambda: client.post("/classify", json={"text": TEXT}))
@@ -167,6 +167,9 @@ def test_with_no_model_yet_a_hanging_s3_is_503_with_the_reason_within_the_wait(m
     assert response.json()["detail"] == f"no model is available: the model at s3://models/{KEY} is still loading after 1 s (a slow or unreachable source)"
     health = client.get("/health")
     assert health.status_code == 503 and "still loading" in health.json()["error"]
+    # The load gives up once its tries have timed out (read without starting another): a load
+    # still running after this test would log its failure into the next one's records.
+    eventually(lambda: "cannot be reached: Read timeout" in (client.store.error or ""), what="the load giving up")
 
 
 def test_with_no_model_yet_a_down_s3_is_503_with_the_reason(make_client, monkeypatch, aws, short_s3_timeouts):
@@ -208,5 +211,6 @@ def test_a_corrupt_model_is_ignored_until_a_good_one_is_published(where, make_cl
     assert client.get("/health").json()["error"] is None
     # What happened is in the log, one JSON object per line (the reasons quote freely).
     events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.model"]
+    events = [e for e in events if e["uri"] == client.store.uri]  # not a check an earlier test left running
     assert [e["event"] for e in events] == ["model_loaded", "model_refresh_failed", "model_swapped"]
     assert "cannot be loaded" in events[1]["reason"] and events[2]["to"] == version

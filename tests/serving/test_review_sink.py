@@ -9,6 +9,7 @@ import pytest
 
 from serving_review import UNDELIVERED_EVENT, HttpSink, ReviewRouter
 from tests.serving import servers
+from tests.serving.servers import Recorder, http_answer
 
 BOUND_MS = 200
 
@@ -78,3 +79,58 @@ def test_an_incomplete_sink_setting_fails_at_start():
         ServingSettings(review_sink="sqs")
     with pytest.raises(ValidationError, match="REVIEW_API_URL must be an http:// or https:// URL"):
         ServingSettings(review_sink="http", review_api_url="localhost:8000/api/v1/review-items/", review_api_token="t")
+
+
+def undelivered(caplog) -> list[dict]:
+    return [json.loads(r.getMessage()) for r in caplog.records if UNDELIVERED_EVENT in r.getMessage()]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_the_event_is_kept_for_replay(start_server, caplog, status):
+    """urllib would turn a 301/302 into a GET (a 405, the event taken as refused) with the token
+    sent along to the host the redirect names. A redirect is a wrong REVIEW_API_URL: the log says
+    where it points, and keeps the event for replay."""
+    elsewhere = Recorder(lambda request: http_answer(201, {}, b"{}"))
+    location = start_server(elsewhere) + "/api/v1/review-items/"
+    django = Recorder(lambda request: http_answer(status, {"Location": location}))
+    router = ReviewRouter(HttpSink(start_server(django) + "/api/v1/review-items/", "secret-token"), bound_seconds=2, retries=2,
+                          ambiguity_margin=None)
+    caplog.set_level(logging.WARNING, logger="serving.review")
+    router.submit([{"prediction_id": "p1", "text": "hello"}])
+    assert elsewhere.requests == []  # nothing went where the redirect points: nor the event, nor the token
+    assert [r.method for r in django.requests] == ["POST"]  # trying again cannot help
+    [line] = undelivered(caplog)
+    assert line["review_event"] == {"prediction_id": "p1", "text": "hello"}
+    assert line["reason"].startswith("configuration error") and f"HTTP {status}" in line["reason"] and location in line["reason"]
+    assert (router.delivered, router.undelivered) == (0, 1)
+
+
+def test_a_review_api_url_without_its_trailing_slash_reaches_djangos_route(make_client, model_file, start_server, caplog):
+    """Django's routes end in a slash (APPEND_SLASH answers a POST without one with a 301): the
+    setting is given the slash at start."""
+
+    def django(request):
+        if not request.target.endswith("/"):
+            return http_answer(301, {"Location": request.target + "/"})
+        return http_answer(201, {"Content-Type": "application/json"}, b"{}")
+
+    api = Recorder(django)
+    caplog.set_level(logging.WARNING, logger="serving.review")
+    client = make_client(model_uri=str(model_file), confidence_threshold=1.0, review_sink="http",
+                         review_api_url=start_server(api) + "/api/v1/review-items", review_api_token="t", review_timeout_ms=2000)
+    assert client.post("/classify", json={"text": "show me the news"}).status_code == 200
+    assert [(r.method, r.target) for r in api.requests] == [("POST", "/api/v1/review-items/")]
+    assert client.get("/health").json()["review"]["delivered"] == 1 and not undelivered(caplog)
+
+
+@pytest.mark.parametrize("given, used", [
+    ("https://admin.example.com/api/v1/review-items", "https://admin.example.com/api/v1/review-items/"),
+    ("https://admin.example.com/api/v1/review-items/", "https://admin.example.com/api/v1/review-items/"),
+    ("http://127.0.0.1:8000/api/v1/review-items?source=lambda", "http://127.0.0.1:8000/api/v1/review-items/?source=lambda"),
+])
+def test_the_api_urls_are_given_their_trailing_slash(given, used):
+    from serving_config import ServingSettings
+
+    settings = ServingSettings(review_sink="http", review_api_url=given, review_api_token="t", traffic_api_url=given.replace("review-items", "traffic-reports"))
+    assert settings.review_api_url == used
+    assert settings.traffic_api_url == used.replace("review-items", "traffic-reports")
