@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from mlcore.errors import ConfigError
+from mlcore.review_strategy import ReviewRouting
 
 DEFAULT_BASE_MODEL = "default"
 DEVICES = ("auto", "cpu", "cuda")
@@ -61,11 +62,21 @@ class TrainConfig:
     eval_batch_size: int = 128
     # Given unlabeled texts (LabeledData.unlabeled), train a second time on the reviewed labels plus
     # the texts the first model answers with confidence, labeled by it (mlcore.self_training), and
-    # keep that model unless it validates worse. Only with oos_mode "threshold". BENCHMARKS.md, 11.
+    # keep that model only if it validates as well, out-of-scope AUROC included: without out-of-scope
+    # validation texts no second pass runs. The second pass serves the review rule the first chose
+    # from the reviewed labels. Only with oos_mode "threshold". BENCHMARKS.md, 11.
     self_training: bool = True
     # At most this many pseudo-labels per labeled training text (the most confident), so a large
     # traffic sample cannot make a run arbitrarily long: the second pass trains on up to 1 + ratio times the texts.
     pseudo_label_ratio: float = 4.0
+    # Serving's review routing, its settings of the same names with its defaults
+    # (lambda/serving_config.py): the pseudo-labels are the texts serving would answer with
+    # confidence under them (mlcore.review_strategy.ReviewRouting), so a deployment that routes more
+    # to review self-trains on less. Django reads them from the same environment variables.
+    review_routing: Literal["either", "rule"] = "either"
+    ambiguity_margin: float | None = None
+    confidence_threshold: float | None = None
+    in_scope_threshold: float | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.base_model and str(self.base_model).strip()), "base_model must not be empty")
@@ -94,6 +105,13 @@ class TrainConfig:
         _require(_is_number(self.pseudo_label_ratio) and 0 <= self.pseudo_label_ratio <= 100,
                  f"pseudo_label_ratio must be a number from 0 to 100, got {self.pseudo_label_ratio!r}")
         _require(self.oos_mode in OOS_MODES, f"oos_mode must be one of {', '.join(OOS_MODES)}, got {self.oos_mode!r}")
+        self.routing  # noqa: B018 - building it checks the four routing fields, naming them
+
+    @property
+    def routing(self) -> ReviewRouting:
+        """What serving sends to review, and so what self-training may pseudo-label."""
+        return ReviewRouting(route=self.review_routing, ambiguity_margin=self.ambiguity_margin,
+                             confidence_threshold=self.confidence_threshold, in_scope_threshold=self.in_scope_threshold)
 
     def smoothing(self, *, fits_in_scope_score: bool) -> float:
         """The label smoothing a run trains with: the one set, or by default the one that goes with

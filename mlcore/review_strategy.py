@@ -11,11 +11,15 @@ way with a database query (a test holds the two to the same order).
   predicted intents: the first pass gives every intent its most uncertain item, the second pass
   its next one, and so on. A budget then spreads over the whole label space instead of piling up
   on the two or three intents the model confuses most.
+
+What goes to the queue at all is serving's review routing: ``ReviewRouting`` states it once, for
+self-training's pseudo-labels (the traffic serving answers with confidence) and the benchmarks.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -40,24 +44,79 @@ def needs_review(confidence: np.ndarray, margin: np.ndarray, *, threshold: float
     return routed
 
 
-ROUTES = ("either", "rule", "probability")
+# Serving's REVIEW_ROUTING values (lambda/serving_config.py); bench/learning_loop.py also routes by
+# "probability", the rule before issue 15 (see routed).
+SERVING_ROUTES = ("either", "rule")
+ROUTES = (*SERVING_ROUTES, "probability")
+
+
+@dataclass(frozen=True)
+class ReviewRouting:
+    """What serving sends to review, and so what it answers with confidence: serving's settings of
+    the same names (REVIEW_ROUTING, AMBIGUITY_MARGIN, CONFIDENCE_THRESHOLD, IN_SCOPE_THRESHOLD; the
+    defaults are serving's). One definition for self-training's pseudo-labels, which must be exactly
+    the traffic serving answers with confidence (tests/mlcore/test_review_strategy.py holds it to
+    lambda/serving_core.py's ``classify_texts``).
+
+    ``route``: "either" sends, for a model served by its in-scope score, a calibrated probability
+    under the model's probability threshold too; "rule" the rule's low confidence alone.
+    ``ambiguity_margin``: also a top-two gap under it. ``confidence_threshold``: imposes the
+    probability rule with this threshold, even on a model with the score. ``in_scope_threshold``:
+    replaces the score's own threshold."""
+
+    route: str = "either"
+    ambiguity_margin: float | None = None
+    confidence_threshold: float | None = None
+    in_scope_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.route not in SERVING_ROUTES:
+            raise ConfigError(f"review_routing (REVIEW_ROUTING) must be one of {', '.join(SERVING_ROUTES)}, got {self.route!r}.")
+        for name in ("ambiguity_margin", "confidence_threshold", "in_scope_threshold"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0 <= value <= 1):
+                raise ConfigError(f"{name} must be a number in [0, 1] or unset, got {value!r}.")
+
+    def rule(self, *, threshold: float, score_threshold: float | None) -> tuple[str, float]:
+        """Serving's rule and its threshold (ServingCore.rule, PredictorBase.rule) for a model with
+        probability ``threshold`` and, where it has the in-scope score, ``score_threshold``."""
+        if self.confidence_threshold is not None or score_threshold is None:
+            return "confidence", threshold if self.confidence_threshold is None else self.confidence_threshold
+        return "in_scope_score", score_threshold if self.in_scope_threshold is None else self.in_scope_threshold
+
+    def routed(self, probabilities: np.ndarray, scores: np.ndarray | None, *, threshold: float,
+               score_threshold: float | None) -> np.ndarray:
+        """Which rows serving sends to review (the audit draw aside), as a mask; the rest it answers
+        with confidence. ``scores`` and ``score_threshold`` are the model's in-scope scores and
+        threshold, both None for a model without the score."""
+        if (scores is None) != (score_threshold is None):
+            raise ValueError("scores and score_threshold go together: both given (a model with the in-scope score) or neither.")
+        # float64, as serving compares Python floats: a float32 row compared with a Python float
+        # would be compared in float32 (NEP 50), and a value at the threshold could fall either way.
+        _, confidence, margin = top_two(np.asarray(probabilities, dtype=np.float64))
+        rule, applied = self.rule(threshold=threshold, score_threshold=score_threshold)
+        if rule == "in_scope_score":
+            unsure = np.asarray(scores, dtype=np.float64) < applied
+            if self.route == "either":  # the model's own probability threshold, not an imposed one
+                unsure |= confidence < threshold
+        else:
+            unsure = confidence < applied
+        if self.ambiguity_margin is not None:
+            unsure |= margin < self.ambiguity_margin
+        return unsure
 
 
 def routed(probabilities: np.ndarray, scores: np.ndarray | None, *, threshold: float, score_threshold: float | None,
            route: str = "either") -> np.ndarray:
-    """Which predictions serving sends to review (REVIEW_ROUTING), as a mask over the rows.
-
-    ``either``: the in-scope score under ``score_threshold`` or the calibrated probability under
-    ``threshold``; ``rule``: the score alone (the probability where the model has no score);
-    ``probability``: the probability alone. The rest is what serving answers with confidence."""
+    """Which predictions serving sends to review under REVIEW_ROUTING ``route`` (ReviewRouting), or
+    under "probability", the calibrated probability under ``threshold`` alone (as CONFIDENCE_THRESHOLD
+    set to the model's own threshold does): bench/learning_loop.py's --route."""
     if route not in ROUTES:
         raise ConfigError(f"The review routing must be one of {', '.join(ROUTES)}, got {route!r}.")
-    _, confidence, margin = top_two(probabilities)
-    unsure = needs_review(confidence, margin, threshold=threshold)
-    if route != "probability" and scores is not None and score_threshold is not None:
-        out_of_scope_like = np.asarray(scores) < score_threshold
-        unsure = out_of_scope_like if route == "rule" else unsure | out_of_scope_like
-    return unsure
+    policy = ReviewRouting(confidence_threshold=threshold) if route == "probability" else ReviewRouting(route=route)
+    has_score = scores is not None and score_threshold is not None
+    return policy.routed(probabilities, scores if has_score else None, threshold=threshold,
+                         score_threshold=score_threshold if has_score else None)
 
 
 def review_order(*, confidence: Sequence[float], margin: Sequence[float], predicted: Sequence[str], strategy: str) -> np.ndarray:
@@ -93,3 +152,7 @@ def top_two(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     ordered = np.sort(probabilities, axis=1)
     second = ordered[:, -2] if probabilities.shape[1] > 1 else np.zeros(len(probabilities))
     return best, ordered[:, -1], ordered[:, -1] - second
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

@@ -138,7 +138,8 @@ def train(
 
 def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, progress, should_cancel) -> TrainResult:
     """The second pass on the reviewed labels plus the first model's confident pseudo-labels, on
-    the first pass's validation split; kept if it validates as well (_validates_as_well)."""
+    the first pass's validation split; kept if it validates as well (_reason_to_reject). Where
+    nothing could tell (no validation split, no out-of-scope validation text) no second pass runs."""
     from mlcore.predictor import Predictor
     from mlcore.self_training import pseudo_labels
 
@@ -147,39 +148,53 @@ def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, p
         train_part, val_part = list(data.train), list(data.val)
     else:  # the split the first pass made (prepare_splits), so no pseudo-label ever validates
         train_part, val_part = stratified_split(data.train, fraction=config.validation_fraction, seed=config.seed)
-    first_validation = first.metrics["validation"]
     report: dict[str, Any] = {
         "unlabeled_texts": len(data.unlabeled), "unlabeled_fingerprint": dataset_fingerprint(Example(t, "") for t in data.unlabeled), "pseudo_labels": 0,
-        "reviewed_only": {"validation_accuracy": first_validation["accuracy"], "validation_macro_f1": first_validation["macro_f1"],
-                          "validation_oos_auroc": first_validation.get("oos_auroc"),
-                          "test_accuracy": first.metrics.get("test", {}).get("accuracy"),
-                          "train_seconds": first.metrics["training"]["train_seconds"]},
+        "reviewed_only": _pass_report(first),
     }
-    if not val_part:  # nothing would tell the two passes apart
-        first.metrics["self_training"] = {**report, "kept": "reviewed_only"}
-        return first
+    if not val_part:
+        return _keep_first(first, report, "no validation split to compare the two passes on")
+    if first.metrics["validation"].get("oos_auroc") is None:
+        return _keep_first(first, report, NO_OUT_OF_SCOPE_EVIDENCE)
     pseudo = pseudo_labels(Predictor(first.to_artifact()), data.unlabeled,
                            labeled_texts=[e.text for e in data.train + data.val + data.test + data.oos_train + data.oos_val + data.oos_test],
-                           limit=int(config.pseudo_label_ratio * len(train_part)))
+                           limit=int(config.pseudo_label_ratio * len(train_part)), routing=config.routing)
     report["pseudo_labels"] = len(pseudo)
     if not pseudo:
-        first.metrics["self_training"] = {**report, "kept": "reviewed_only"}
-        return first
+        return _keep_first(first, report, "no unlabeled text to pseudo-label: serving would send them all to review, or they are labeled already")
     if should_cancel is not None and should_cancel():
         raise TrainingCancelled("Training was cancelled between the two self-training passes.")
     logger.info("self-training: a second pass on %d labeled texts and %d pseudo-labels", len(train_part), len(pseudo))
+    # The pseudo-labels must not decide the review rule: the first pass decided it from the reviewed
+    # labels alone, and counted as training texts they could fit the in-scope score (and its
+    # smoothing) on mostly model-made labels. The same rule also keeps the two AUROCs comparable.
     second = _train_once(config, replace(data, train=train_part + pseudo, val=val_part, unlabeled=[]),
-                         progress=progress, should_cancel=should_cancel)
-    chosen = second if _validates_as_well(second.metrics["validation"], first_validation) else first
-    second_validation = second.metrics["validation"]
-    report["self_trained"] = {"validation_accuracy": second_validation["accuracy"], "validation_macro_f1": second_validation["macro_f1"],
-                              "validation_oos_auroc": second_validation.get("oos_auroc"),
-                              "test_accuracy": second.metrics.get("test", {}).get("accuracy"),
-                              "train_seconds": second.metrics["training"]["train_seconds"]}
-    chosen.metrics["self_training"] = {**report, "kept": "self_trained" if chosen is second else "reviewed_only",
-                                       "seconds": round(time.monotonic() - started, 2)}
+                         progress=progress, should_cancel=should_cancel, fits_in_scope_score=first.in_scope_rule is not None)
+    report["self_trained"] = _pass_report(second)
+    rejected = _reason_to_reject(second.metrics["validation"], first.metrics["validation"])
+    chosen = first if rejected else second
+    chosen.metrics["self_training"] = {**report, "kept": "reviewed_only" if rejected else "self_trained",
+                                       **({"reason": rejected} if rejected else {}), "seconds": round(time.monotonic() - started, 2)}
     chosen.fingerprint = first.fingerprint  # the labeled data's, as without self-training
     return chosen
+
+
+NO_OUT_OF_SCOPE_EVIDENCE = ("no out-of-scope validation texts: nothing would show that the pseudo-labels did not hurt review "
+                            "routing (label some traffic out of scope, or give oos_val texts)")
+
+
+def _keep_first(first: TrainResult, report: dict[str, Any], reason: str) -> TrainResult:
+    first.metrics["self_training"] = {**report, "kept": "reviewed_only", "reason": reason}
+    return first
+
+
+def _pass_report(result: TrainResult) -> dict[str, Any]:
+    """One pass's figures, for the report that compares the two."""
+    validation, training = result.metrics["validation"], result.metrics["training"]
+    return {"validation_accuracy": validation["accuracy"], "validation_macro_f1": validation["macro_f1"],
+            "validation_oos_auroc": validation.get("oos_auroc"), "test_accuracy": result.metrics.get("test", {}).get("accuracy"),
+            "train_seconds": training["train_seconds"], "rule": "in_scope_score" if result.in_scope_rule else "confidence",
+            "label_smoothing": training["label_smoothing"]}
 
 
 # How much out-of-scope AUROC the second pass may lose on validation and still be kept: half a point,
@@ -187,14 +202,17 @@ def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, p
 AUROC_TOLERANCE = 0.005
 
 
-def _validates_as_well(second: dict[str, Any], first: dict[str, Any]) -> bool:
-    """In-scope accuracy at least the first pass's, and out-of-scope AUROC (where both have it) not
-    more than AUROC_TOLERANCE lower: pseudo-labels must not buy accuracy with worse review routing."""
+def _reason_to_reject(second: dict[str, Any], first: dict[str, Any]) -> str | None:
+    """Why the second pass is not kept, or None: it must be at least as accurate in scope, and its
+    out-of-scope AUROC not more than AUROC_TOLERANCE lower; pseudo-labels must not buy accuracy with
+    worse review routing, and without the AUROC nothing shows they did not."""
     if second["accuracy"] < first["accuracy"]:
-        return False
+        return "the self-trained pass validated less accurately"
     if first.get("oos_auroc") is None or second.get("oos_auroc") is None:
-        return True
-    return second["oos_auroc"] >= first["oos_auroc"] - AUROC_TOLERANCE
+        return NO_OUT_OF_SCOPE_EVIDENCE
+    if second["oos_auroc"] < first["oos_auroc"] - AUROC_TOLERANCE:
+        return f"the self-trained pass's out-of-scope AUROC was more than {AUROC_TOLERANCE} lower"
+    return None
 
 
 def _train_once(
@@ -203,8 +221,11 @@ def _train_once(
     *,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    fits_in_scope_score: bool | None = None,
 ) -> TrainResult:
-    """Fine-tune, keep the best epoch by validation macro-F1, calibrate, and evaluate."""
+    """Fine-tune, keep the best epoch by validation macro-F1, calibrate, and evaluate.
+    ``fits_in_scope_score``: whether to fit the in-scope score, as decided by an earlier pass (None:
+    decide from these splits, in_scope_score_fits)."""
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
 
@@ -216,7 +237,7 @@ def _train_once(
         encoder.pooler = None  # mean pooling replaces BERT's [CLS] pooler; keep it out of the artifact
     label_ids = {name: i for i, name in enumerate(splits.labels)}
     model = IntentClassifier(encoder, num_labels=len(splits.labels), dropout=config.dropout)
-    fits_score = in_scope_score_fits(config, splits, encoder.config.hidden_size)
+    fits_score = in_scope_score_fits(config, splits, encoder.config.hidden_size) if fits_in_scope_score is None else fits_in_scope_score
     label_smoothing = config.smoothing(fits_in_scope_score=fits_score)
 
     def to_dataset(examples: list[Example], labeled: bool = True) -> Dataset:

@@ -12,7 +12,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from mlcore.review_strategy import DEFAULT_STRATEGY, STRATEGIES
+from mlcore.review_strategy import DEFAULT_STRATEGY, SERVING_ROUTES, STRATEGIES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -236,6 +236,33 @@ for _name in ("REVIEW_GROUP_MINUTES", "REVIEW_LEASE_SECONDS"):
 TRAINING_UNLABELED_TEXTS = env.int("TRAINING_UNLABELED_TEXTS", default=50_000)
 if TRAINING_UNLABELED_TEXTS < 0:
     raise ImproperlyConfigured(f"TRAINING_UNLABELED_TEXTS must be 0 or more, got {TRAINING_UNLABELED_TEXTS}.")
+
+
+def _optional_fraction(name: str) -> float | None:
+    """An unset variable is None; anything else must be a number in [0, 1], as serving requires of
+    it (an empty value too is refused there)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise ImproperlyConfigured(f"{name} must be a number in [0, 1] or unset, got {raw!r}.")
+    return value
+
+
+# What serving sends to review, read from the variables serving reads (lambda/serving_config.py),
+# with its defaults and bounds: a run pseudo-labels only the traffic serving would answer with
+# confidence under them (TrainConfig's fields of the same names, mlcore.review_strategy.ReviewRouting),
+# so one deployment configuration sets both.
+REVIEW_ROUTING = os.environ.get("REVIEW_ROUTING", "either")
+if REVIEW_ROUTING not in SERVING_ROUTES:
+    raise ImproperlyConfigured(f"REVIEW_ROUTING must be one of {', '.join(SERVING_ROUTES)}, got {REVIEW_ROUTING!r}.")
+AMBIGUITY_MARGIN = _optional_fraction("AMBIGUITY_MARGIN")
+CONFIDENCE_THRESHOLD = _optional_fraction("CONFIDENCE_THRESHOLD")
+IN_SCOPE_THRESHOLD = _optional_fraction("IN_SCOPE_THRESHOLD")
 
 # The labeling workspace.
 MIN_EXAMPLES_PER_INTENT = env.int("MIN_EXAMPLES_PER_INTENT", default=10)

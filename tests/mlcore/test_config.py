@@ -1,10 +1,15 @@
+import sys
+from typing import get_args, get_type_hints
+
 import pytest
 
 import torch
 
 from mlcore.config import TrainConfig
 from mlcore.errors import ConfigError
+from mlcore.review_strategy import SERVING_ROUTES, ReviewRouting
 from mlcore.train import resolve_device
+from tests.factories import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -13,7 +18,8 @@ from mlcore.train import resolve_device
         ("epochs", 0), ("epochs", 2.5), ("batch_size", 0), ("learning_rate", 0.0), ("learning_rate", float("nan")),
         ("warmup", 1.0), ("max_length", 4), ("device", "tpu"), ("validation_fraction", 0.9), ("head_init", "zeros"),
         ("oos_mode", "ignore"), ("base_model", " "), ("seed", -1), ("epochs", True), ("label_smoothing", 1.0), ("label_smoothing", -0.1),
-        ("label_smoothing", "0.1"),
+        ("label_smoothing", "0.1"), ("review_routing", "probability"), ("ambiguity_margin", 1.5), ("confidence_threshold", -0.1),
+        ("in_scope_threshold", "0.5"), ("confidence_threshold", float("nan")),
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(field, value):
@@ -24,6 +30,23 @@ def test_bad_values_are_refused_with_the_field_named(field, value):
 def test_round_trip_through_a_dict():
     config = TrainConfig(epochs=5, learning_rate=1e-4)
     assert TrainConfig.from_dict({**config.to_dict(), "unknown": 1}) == config
+
+
+ROUTING_FIELDS = ("review_routing", "ambiguity_margin", "confidence_threshold", "in_scope_threshold")
+
+
+def test_the_review_routing_is_servings_by_default():
+    """Serving's settings of the same names, defaults and choices (lambda/serving_config.py)."""
+    if str(REPO_ROOT / "lambda") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "lambda"))  # as tests/serving/conftest.py does
+    from serving_config import ServingSettings
+
+    serving = ServingSettings.model_fields
+    assert {name: getattr(TrainConfig(), name) for name in ROUTING_FIELDS} == {name: serving[name].default for name in ROUTING_FIELDS}
+    assert get_args(get_type_hints(TrainConfig)["review_routing"]) == get_args(serving["review_routing"].annotation) == SERVING_ROUTES
+    config = TrainConfig(review_routing="rule", ambiguity_margin=0.1, confidence_threshold=0.7, in_scope_threshold=0.05)
+    assert config.routing == ReviewRouting(route="rule", ambiguity_margin=0.1, confidence_threshold=0.7, in_scope_threshold=0.05)
+    assert TrainConfig.from_dict(config.to_dict()) == config
 
 
 def test_label_smoothing_follows_the_review_rule_unless_set():

@@ -1,10 +1,21 @@
-"""The review queue's order under each strategy, on a constructed queue."""
+"""The review queue's order under each strategy, on a constructed queue; and what serving sends to
+the queue (ReviewRouting), held to serving's own code."""
+
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from mlcore.errors import ConfigError
-from mlcore.review_strategy import check_strategy, needs_review, review_order, top_two
+from mlcore.prediction import PredictorBase
+from mlcore.review_strategy import ReviewRouting, check_strategy, needs_review, review_order, top_two
+from tests.factories import REPO_ROOT
+
+if str(REPO_ROOT / "lambda") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "lambda"))  # as tests/serving/conftest.py does: its files are top-level modules
 
 # Six unsure predictions: three of "a" (the model's favourite confusion), two of "b", one of "c".
 CONFIDENCE = [0.30, 0.20, 0.25, 0.50, 0.40, 0.45]
@@ -44,3 +55,118 @@ def test_the_routing_rule_and_top_two():
 def test_an_unknown_strategy_is_refused_by_name():
     with pytest.raises(ConfigError, match="one of balanced, confidence, margin, got 'smart'"):
         check_strategy("smart")
+
+
+# Rows: confident and in scope; unsure by probability; confident but out of scope by the score; a near tie.
+PROBABILITIES = np.array([[0.95, 0.05], [0.55, 0.45], [0.90, 0.10], [0.81, 0.19]])
+SCORES = np.array([0.60, 0.50, 0.01, 0.40])
+
+
+@pytest.mark.parametrize(("routing", "expected"), [
+    (ReviewRouting(), [False, True, True, False]),  # the score, or the model's probability threshold
+    (ReviewRouting(route="rule"), [False, False, True, False]),  # the score alone
+    (ReviewRouting(ambiguity_margin=0.7), [False, True, True, True]),
+    (ReviewRouting(confidence_threshold=0.85), [False, True, False, True]),  # the probability rule, imposed
+    (ReviewRouting(in_scope_threshold=0.55), [False, True, True, True]),  # the score's threshold, overridden
+    (ReviewRouting(route="rule", in_scope_threshold=0.45), [False, False, True, True]),
+])
+def test_what_serving_sends_to_review(routing, expected):
+    assert routing.routed(PROBABILITIES, SCORES, threshold=0.8, score_threshold=0.05).tolist() == expected
+
+
+def test_a_model_without_the_score_is_routed_by_its_probability():
+    for route in ("either", "rule"):
+        assert ReviewRouting(route=route).routed(PROBABILITIES, None, threshold=0.8, score_threshold=None).tolist() == [False, True, False, False]
+    imposed = ReviewRouting(confidence_threshold=0.92)
+    assert imposed.routed(PROBABILITIES, None, threshold=0.8, score_threshold=None).tolist() == [False, True, True, True]
+    with pytest.raises(ValueError, match="go together"):
+        ReviewRouting().routed(PROBABILITIES, SCORES, threshold=0.8, score_threshold=None)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("route", "probability"), ("route", "EITHER"), ("ambiguity_margin", -0.1), ("confidence_threshold", 1.5),
+    ("in_scope_threshold", float("nan")), ("confidence_threshold", True), ("ambiguity_margin", "0.1"),
+])
+def test_bad_routing_settings_are_refused_by_name(field, value):
+    with pytest.raises(ConfigError, match="review_routing" if field == "route" else field):
+        ReviewRouting(**{field: value})
+
+
+class GeneratedModel:
+    """What serving reads of a predictor, with generated outputs: its rule (PredictorBase's own),
+    thresholds, labels, and one answer."""
+
+    rule, own_threshold = PredictorBase.rule, PredictorBase.own_threshold
+    version = "generated"
+
+    def __init__(self, probabilities: np.ndarray, scores: np.ndarray | None, threshold: float, score_threshold: float | None) -> None:
+        self.labels = [f"intent_{i}" for i in range(probabilities.shape[1])]
+        self.threshold = threshold
+        self.scorer = None if score_threshold is None else SimpleNamespace(threshold=score_threshold)
+        self.outputs = probabilities, scores
+
+    def answer(self, texts):
+        return self.outputs
+
+
+def serving_routes(model: GeneratedModel, **settings) -> tuple[list[bool], tuple[str, float]]:
+    """Which rows lambda/serving_core.py's classify_texts sends to review under ``settings`` (every
+    other row it sends as a traffic sample, TRAFFIC_SAMPLE_RATE=1: what it answered with
+    confidence), and its rule (ServingCore.rule)."""
+    from serving_config import ServingSettings
+    from serving_core import ServingCore
+    from serving_review import SAMPLE, ReviewRouter
+
+    settings = ServingSettings(**settings)
+    router = ReviewRouter(SimpleNamespace(name="recording"), bound_seconds=1, retries=0, ambiguity_margin=settings.ambiguity_margin,
+                          audit_rate=0.0, sample_rate=1.0)
+    events = []
+    router.submit = events.extend  # what would be delivered, without delivering it
+    core = ServingCore(settings, None, router)
+    results = core.classify_texts(model, [f"text {i}" for i in range(len(model.outputs[0]))])
+    samples = {event["prediction_id"] for event in events if event.get("type") == SAMPLE}
+    assert len(events) == len(results)  # each row either reviewed or sampled: nothing audited, nothing dropped
+    return [result["prediction_id"] not in samples for result in results], core.rule(model)
+
+
+# Values on and near the thresholds and margins drawn below, so ties are tried, not only luck.
+FRACTIONS = st.one_of(st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.5, 0.55, 0.7, 1.0]), st.floats(0, 1))
+OPTIONAL = st.one_of(st.none(), FRACTIONS)
+
+
+def rows_of(width: int, count: int):
+    return st.lists(st.lists(FRACTIONS, min_size=width, max_size=width), min_size=count, max_size=count).map(np.array)
+
+
+@st.composite
+def outputs(draw, *, scored: bool):
+    """Probability rows and, for a model with the in-scope score, the scores; float32 too, which
+    serving reads as Python floats (a backend could hand it float32 rows)."""
+    count, width, dtype = draw(st.integers(1, 12)), draw(st.integers(1, 5)), draw(st.sampled_from([np.float64, np.float32]))
+    return draw(rows_of(width, count)).astype(dtype), draw(rows_of(1, count)).ravel().astype(dtype) if scored else None
+
+
+# Each combination of the settings that choose the rule gets its own generated cases.
+@pytest.mark.parametrize("route", ["either", "rule"])
+@pytest.mark.parametrize("scored", [True, False], ids=["with_score", "probability_only"])
+@pytest.mark.parametrize("imposed", [True, False], ids=["confidence_threshold", "no_confidence_threshold"])
+def test_the_routing_is_servings_for_any_outputs_and_settings(route, scored, imposed):
+    """ReviewRouting decides exactly as serving does, for any model outputs and settings."""
+
+    @settings(max_examples=100, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(outputs(scored=scored), FRACTIONS, FRACTIONS, OPTIONAL, FRACTIONS if imposed else st.none(), OPTIONAL)
+    @example((np.array([[0.7, 0.3]]), np.array([0.5]) if scored else None), 0.7, 0.5, 0.4, 0.7 if imposed else None, 0.5)  # all at their thresholds
+    # float32's 0.7 is under the float 0.7: serving routes it, a float32 comparison would not.
+    @example((np.array([[0.7, 0.3]], dtype=np.float32), np.array([0.7], dtype=np.float32) if scored else None), 0.5 if scored else 0.7, 0.7,
+             None, None, None)
+    def check(model_outputs, threshold, score_threshold, margin, confidence, in_scope):
+        probabilities, scores = model_outputs
+        own_score_threshold = score_threshold if scored else None
+        model = GeneratedModel(probabilities, scores, threshold, own_score_threshold)
+        routing = ReviewRouting(route=route, ambiguity_margin=margin, confidence_threshold=confidence, in_scope_threshold=in_scope)
+        routed, rule = serving_routes(model, review_routing=route, ambiguity_margin=margin, confidence_threshold=confidence,
+                                      in_scope_threshold=in_scope)
+        assert routing.routed(probabilities, scores, threshold=threshold, score_threshold=own_score_threshold).tolist() == routed
+        assert routing.rule(threshold=threshold, score_threshold=own_score_threshold) == rule
+
+    check()

@@ -2,12 +2,16 @@
 and the unlabeled texts a training run self-trains on."""
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 
-from tests.factories import read_demo_rows
+from tests.factories import REPO_ROOT, read_demo_rows, write_csv
 from tests.webapp_fixtures import traffic_sample
+from webapp.labeling import services as labeling
 from webapp.review import selectors, services
 from webapp.review.models import TrafficSample
 
@@ -126,19 +130,80 @@ def sampled_traffic(db):
     return texts
 
 
-def test_a_run_self_trains_on_the_traffic_samples(sampled_traffic, trained, client, ml_engineer):
+@pytest.fixture
+def out_of_scope_labels(labeled_workspace, ml_engineer, tmp_path):
+    """Texts reviewers marked out of scope: what shows a run whether pseudo-labels hurt review routing."""
+    texts = ["what is the meaning of life", "tell me a joke about cats", "how tall is everest", "translate hello to french",
+             "who won the war of 1812", "how do i bake sourdough bread", "what is the speed of light", "why is the sky blue",
+             "how far away is the moon", "what do pandas eat"]
+    labeling.utterances_import(path=write_csv(tmp_path / "oos.csv", [(text, "oos") for text in texts]), user=ml_engineer)
+    return texts
+
+
+def test_a_run_self_trains_on_the_traffic_samples(sampled_traffic, out_of_scope_labels, trained, client, ml_engineer):
     run = trained()
     report = run.metrics["self_training"]
     client.force_login(ml_engineer)
     page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
     assert f"Self-training: {len(sampled_traffic)} traffic samples,\n{report['pseudo_labels']} of them" in page
     assert report["unlabeled_texts"] == len(sampled_traffic) and report["pseudo_labels"] > 0
-    assert report["kept"] in ("self_trained", "reviewed_only")
+    assert "self_trained" in report and report["kept"] in ("self_trained", "reviewed_only")  # the second pass ran
     assert f"self-training: {len(sampled_traffic)} traffic samples" in run.log_tail
     assert f"self-training: {report['pseudo_labels']} pseudo-labels" in run.log_tail
+
+
+def test_without_out_of_scope_labels_a_run_keeps_the_model_of_the_labels_alone(sampled_traffic, trained):
+    """Nothing would show that the pseudo-labels did not hurt review routing: the report says so."""
+    report = trained().metrics["self_training"]
+    assert report["kept"] == "reviewed_only" and "no out-of-scope validation texts" in report["reason"]
+    assert report["pseudo_labels"] == 0 and "self_trained" not in report
+
+
+def settings_read(**environment: str) -> subprocess.CompletedProcess:
+    """The project's settings imported in a fresh process with ``environment`` (read once, at start)."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"REVIEW_ROUTING", "AMBIGUITY_MARGIN", "CONFIDENCE_THRESHOLD", "IN_SCOPE_THRESHOLD"}}
+    code = "from webapp import settings as s; print(s.REVIEW_ROUTING, s.AMBIGUITY_MARGIN, s.CONFIDENCE_THRESHOLD, s.IN_SCOPE_THRESHOLD)"
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**clean, "DEBUG": "1", **environment})
+
+
+def serving_reads(**environment: str):
+    """What lambda/serving_config.py makes of the same variables."""
+    if str(REPO_ROOT / "lambda") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "lambda"))  # as tests/serving/conftest.py does
+    from serving_config import ServingSettings
+
+    read = ServingSettings(**{name.lower(): value for name, value in environment.items()})
+    return [str(read.review_routing), str(read.ambiguity_margin), str(read.confidence_threshold), str(read.in_scope_threshold)]
+
+
+def test_django_reads_the_routing_settings_serving_reads():
+    """A run pseudo-labels what serving answers with confidence: both read the same variables alike."""
+    assert settings_read().stdout.split() == ["either", "None", "None", "None"] == serving_reads()  # the defaults
+    environment = {"REVIEW_ROUTING": "rule", "AMBIGUITY_MARGIN": "0.1", "CONFIDENCE_THRESHOLD": " 0.7", "IN_SCOPE_THRESHOLD": "1e-1"}
+    read = settings_read(**environment)
+    assert read.stdout.split() == ["rule", "0.1", "0.7", "0.1"] == serving_reads(**environment), read.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("name", "value"), [("REVIEW_ROUTING", "probability"), ("AMBIGUITY_MARGIN", "-0.1"),
+                                             ("CONFIDENCE_THRESHOLD", "1.5"), ("IN_SCOPE_THRESHOLD", "nan"), ("CONFIDENCE_THRESHOLD", "")])
+def test_a_bad_routing_setting_stops_django_at_start(name, value):
+    """As it stops serving."""
+    from pydantic import ValidationError
+
+    result = settings_read(**{name: value})
+    assert result.returncode != 0 and "ImproperlyConfigured" in result.stderr and f"{name} must be" in result.stderr
+    with pytest.raises(ValidationError, match=name.lower()):
+        serving_reads(**{name: value})
 
 
 def test_a_run_launched_without_self_training_ignores_the_samples(sampled_traffic, trained, settings):
     assert "self_training" not in trained(self_training=False).metrics
     settings.TRAINING_UNLABELED_TEXTS = 0
     assert "self_training" not in trained().metrics
+
+
+def test_a_run_carries_servings_routing(queued, settings):
+    settings.REVIEW_ROUTING, settings.AMBIGUITY_MARGIN, settings.CONFIDENCE_THRESHOLD, settings.IN_SCOPE_THRESHOLD = "rule", 0.1, None, 0.05
+    config = queued().config
+    assert [config[k] for k in ("review_routing", "ambiguity_margin", "confidence_threshold", "in_scope_threshold")] == ["rule", 0.1, None, 0.05]

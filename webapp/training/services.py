@@ -53,7 +53,11 @@ def training_config_build(*, options: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise ValidationError({"config": f"Unknown training option(s): {', '.join(unknown)}."})
     try:
-        return TrainConfig(**{k: v for k, v in options.items() if v is not None and v != ""})
+        # Serving's review routing (webapp/settings.py reads the variables serving reads): a run
+        # pseudo-labels only the traffic serving would answer with confidence (TrainConfig.routing).
+        routing = {"review_routing": settings.REVIEW_ROUTING, "ambiguity_margin": settings.AMBIGUITY_MARGIN,
+                   "confidence_threshold": settings.CONFIDENCE_THRESHOLD, "in_scope_threshold": settings.IN_SCOPE_THRESHOLD}
+        return TrainConfig(**routing, **{k: v for k, v in options.items() if v is not None and v != ""})
     except ConfigError as exc:
         raise ValidationError({"config": str(exc)}) from None
     except TypeError as exc:  # a wrong type that TrainConfig's checks did not catch
@@ -352,7 +356,8 @@ def _train_and_store(run_id: int, log: _RunLog) -> dict[str, Any]:
         result = train(config, data, progress=writer.progress, should_cancel=writer.should_cancel)
         if "self_training" in result.metrics:
             report = result.metrics["self_training"]
-            log.note(f"self-training: {report['pseudo_labels']} pseudo-labels; kept the {report['kept'].replace('_', ' ')} model")
+            log.note(f"self-training: {report['pseudo_labels']} pseudo-labels; kept the {report['kept'].replace('_', ' ')} model"
+                     + (f" ({report['reason']})" if report.get("reason") else ""))
         log.note("storing the artifact")
         outcome.update(_store_artifact(run, result))
         log.note(f"succeeded: artifact {outcome['artifact']} ({outcome['artifact_size']} bytes, sha256 {outcome['artifact_sha256'][:12]})")
