@@ -7,10 +7,11 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AutocompleteSelect, RelatedFieldWidgetWrapper
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -43,6 +44,14 @@ def action_confirmation_context(request, queryset) -> dict:
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "changelist_url": request.get_full_path(),
     }
+
+
+def require_pk(model, value: str):
+    """``value`` as ``model``'s primary key; Http404 when it cannot be one (the database would refuse it)."""
+    try:
+        return model._meta.pk.to_python(value)
+    except ValidationError:
+        raise Http404(f"No {model._meta.verbose_name} with the id {value[:40]!r}.") from None
 
 
 class IntentAutocomplete(AutocompleteSelect):
@@ -134,6 +143,18 @@ class UtteranceAdmin(SimpleHistoryAdmin):
     def get_urls(self):
         custom = [path("import/", self.admin_site.admin_view(self.import_view), name="labeling_utterance_import")]
         return custom + super().get_urls()
+
+    # simple_history looks the ids of its history pages up as they come in the URL: one that is no
+    # number (a mistyped or edited address) raised ValueError, a 500. Django's own pages treat such
+    # an id as an object that does not exist; so do these (404).
+    def history_view(self, request, object_id, extra_context=None):
+        require_pk(Utterance, unquote(object_id))
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        require_pk(Utterance, unquote(object_id))
+        require_pk(Utterance.history.model, version_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     @admin.action(description="Assign intent…", permissions=["change"])
     def assign_intent(self, request, queryset):

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -187,6 +189,19 @@ class ReviewItemAdmin(admin.ModelAdmin):
         self._apply(request, queryset, services.review_item_dismiss, "Dismissed")
 
 
+class DateHierarchyChangeList(ChangeList):
+    """Django computes the end of the date hierarchy's chosen year, month or day by adding to its
+    start: for the last ones the calendar has (year 9999, December 9999, 9999-12-31) that raised
+    OverflowError or ValueError, a 500. Such a choice is now an invalid filter, as other impossible
+    dates are (the list shows again without it)."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
 @admin.register(TrafficSample)
 class TrafficSampleAdmin(admin.ModelAdmin):
     """Confidently answered traffic serving sent as a sample (TRAFFIC_SAMPLE_RATE): unlabeled texts
@@ -198,6 +213,9 @@ class TrafficSampleAdmin(admin.ModelAdmin):
     date_hierarchy = "received_at"
     readonly_fields = ("prediction_id", "text", "predicted_intent", "model_version", "predicted_at", "received_at")
     show_full_result_count = False
+
+    def get_changelist(self, request, **kwargs):
+        return DateHierarchyChangeList
 
     def has_add_permission(self, request) -> bool:
         return False

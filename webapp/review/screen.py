@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.labeling.models import Intent
+from webapp.middleware import has_nul
 from webapp.review import selectors, services
 from webapp.review.models import ReviewItem
 
@@ -41,6 +42,8 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         raise ValidationError({"body": "must be a JSON object."}) from None
     if not isinstance(body, dict):
         raise ValidationError({"body": "must be a JSON object."})
+    if has_nul(body):  # PostgreSQL cannot compare a text with one: no key, intent or group holds it
+        raise ValidationError({"body": "must not hold a NUL character (\\u0000)."})
     return body
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, Subquery
 from django.http import JsonResponse
@@ -12,6 +13,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from mlcore.evaluate import headline
+from webapp.labeling.admin import require_pk
 from webapp.review import selectors
 from webapp.training import charts, services
 from webapp.training.forms import LaunchForm, PromoteForm
@@ -147,7 +149,10 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return redirect(reverse("admin:training_trainingrun_change", args=[run_id]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = get_object_or_404(TrainingRun.objects.select_related("snapshot", "created_by"), pk=object_id)
+        # An id that is no number (a mistyped or edited address) is a run that does not exist, a 404
+        # as on Django's own pages; looked up as given, it raised ValueError, a 500.
+        pk = require_pk(TrainingRun, unquote(object_id))
+        run = get_object_or_404(TrainingRun.objects.select_related("snapshot", "created_by"), pk=pk)
         if not self.has_view_permission(request, run):
             raise PermissionDenied
         current = services.promoted_run()
