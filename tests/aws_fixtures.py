@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -49,3 +50,21 @@ def aws(moto_server, monkeypatch):
     for key, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     return lambda service: boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")
+
+
+@pytest.fixture
+def review_queue(aws, moto_server, settings):
+    """An SQS queue with a dead-letter queue after ``max_receives`` receives, wired into the settings."""
+
+    def make(name: str, *, max_receives: int = 5, visibility: int = 30) -> tuple:
+        sqs = aws("sqs")
+        dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+        dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=name, Attributes={
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(max_receives)}),
+        })["QueueUrl"]
+        settings.REVIEW_QUEUE_URL, settings.AWS_SQS_ENDPOINT_URL = url, moto_server
+        return sqs, url, dead
+
+    return make

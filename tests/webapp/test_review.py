@@ -306,24 +306,6 @@ def test_replay_counts_a_bad_line_and_goes_on(db, tmp_path, database_refuses):
     assert "2 stored (review items, traffic reports and samples), 0 already present, 2 malformed, 1 refused by the database" in out.getvalue()
 
 
-@pytest.fixture
-def review_queue(aws, moto_server, settings):
-    """An SQS queue with a dead-letter queue after ``max_receives`` receives, wired into the settings."""
-
-    def make(name: str, *, max_receives: int = 5, visibility: int = 30) -> tuple:
-        sqs = aws("sqs")
-        dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
-        dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        url = sqs.create_queue(QueueName=name, Attributes={
-            "VisibilityTimeout": str(visibility),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(max_receives)}),
-        })["QueueUrl"]
-        settings.REVIEW_QUEUE_URL, settings.AWS_SQS_ENDPOINT_URL = url, moto_server
-        return sqs, url, dead
-
-    return make
-
-
 def queue_counts(sqs, url) -> tuple[int, int]:
     """(visible, in flight) messages of a queue."""
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
