@@ -32,18 +32,18 @@ class RefuseNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self._nul_in_request(request):
-            message = "A request parameter holds a NUL character (\\0), which no stored value can contain."
-            if request.path.startswith("/api/") or request.content_type == "application/json":
-                return JsonResponse({"detail": message}, status=400)
-            return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+        names = self._parameters_with_nul(request)
+        if names:
+            message = "must not hold a NUL character (\\0): no stored value can contain one."
+            if request.path.startswith("/api/"):  # the API's error shape: each field with its messages
+                return JsonResponse({name: [message] for name in names}, status=400)
+            return HttpResponse(f"{', '.join(names)}: {message}", status=400, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
 
     @staticmethod
-    def _nul_in_request(request: HttpRequest) -> bool:
+    def _parameters_with_nul(request: HttpRequest) -> list[str]:
         pairs = parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True)
-        if any(NUL in key or NUL in value for key, value in pairs):
-            return True
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-            return any(NUL in key or any(NUL in value for value in values) for key, values in request.POST.lists())
-        return False
+            pairs += [(key, value) for key, values in request.POST.lists() for value in values]
+        names = {(key.replace(NUL, "\\0") or "parameter") for key, value in pairs if NUL in key or NUL in value}
+        return sorted(names)[:20]
