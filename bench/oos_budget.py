@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
     args = parser.parse_args()
     from mlcore.data import load_labeled_data
-    from mlcore.evaluate import auroc
+    from mlcore.metrics import auroc
     from mlcore.ood import InScopeScorer
     from mlcore.predictor import Predictor
 

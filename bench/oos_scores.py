@@ -53,9 +53,8 @@ def main() -> None:
     if not Path(args.model).exists():
         raise SystemExit(f"No model at {args.model}: make it with `python bench/accuracy.py --retrain`.")
     from mlcore.data import load_labeled_data
-    from mlcore.evaluate import auroc
+    from mlcore.metrics import auroc, softmax
     from mlcore.ood import MahalanobisScorer, Standardiser, balanced_threshold, combined, energy, max_logit, nearest_neighbour
-    from mlcore.prediction import calibrated_probabilities
     from mlcore.predictor import Predictor
 
     predictor = Predictor.from_file(args.model)
@@ -69,7 +68,7 @@ def main() -> None:
     mahalanobis = MahalanobisScorer.fit(train_embeddings, [label_ids[e.intent] for e in data.train])
 
     singles = {
-        "max calibrated probability (today)": lambda e, l: calibrated_probabilities(l, predictor.temperature).max(axis=1),
+        "max calibrated probability (today)": lambda e, l: softmax(l, predictor.temperature).max(axis=1),
         "max logit": lambda e, l: max_logit(l),
         "energy": lambda e, l: energy(l),
         "Mahalanobis (shared covariance, normalised embeddings)": lambda e, l: mahalanobis.score(e),

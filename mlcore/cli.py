@@ -12,6 +12,9 @@ from typing import Sequence
 from mlcore.config import DEVICES, HEAD_INITS, OOS_MODES, OOS_SCORES, TrainConfig
 from mlcore.errors import MlcoreError
 
+# Each command imports what it runs inside its function, on purpose: torch, transformers and
+# datasets take seconds to import, and `--help` or a refused argument should not wait for them.
+
 EXIT_BAD_INPUT = 2
 
 

@@ -1,11 +1,12 @@
 """Near-duplicate grouping of review items: one decision for texts that say the same thing.
 
-Items are compared by the cosine similarity of their sentence embeddings (the mean-pooled,
-L2-normalised output of the encoder of the model that predicted them). Grouping is leader
-clustering: in arrival order, an item joins the group whose first item (its leader) it is most
-similar to, if that similarity reaches the threshold, and otherwise starts a group of its own. An
-item is compared with leaders only, never with other members, so a group cannot drift by chaining
-("balance" ~ "balance please" ~ "pay my balance please" ~ ...): every member is close to one text.
+Items are compared by the cosine similarity of their sentence embeddings (the mean-pooled output
+of the encoder of the model that predicted them, L2-normalised by mlcore.metrics.normalise).
+Grouping is leader clustering: in arrival order, an item joins the group whose first item (its
+leader) it is most similar to, if that similarity reaches the threshold, and otherwise starts a
+group of its own. An item is compared with leaders only, never with other members, so a group
+cannot drift by chaining ("balance" ~ "balance please" ~ "pay my balance please" ~ ...): every
+member is close to one text.
 """
 
 from __future__ import annotations
@@ -14,13 +15,6 @@ from itertools import combinations
 from typing import Hashable, Sequence
 
 import numpy as np
-
-
-def normalise(embeddings: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero), as float32."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return embeddings / np.where(norms == 0, 1.0, norms)
 
 
 def leader_groups(embeddings: np.ndarray, threshold: float, *, leaders: int = 0) -> np.ndarray:

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mlcore.metrics import auroc, normalise
+
 
 def max_logit(logits: np.ndarray) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64).max(axis=1)
@@ -30,11 +32,6 @@ def energy(logits: np.ndarray) -> np.ndarray:
     values = np.asarray(logits, dtype=np.float64)
     top = values.max(axis=1, keepdims=True)
     return (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True)))[:, 0]
-
-
-def normalise(embeddings: np.ndarray) -> np.ndarray:
-    values = np.asarray(embeddings, dtype=np.float64)
-    return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -179,8 +176,6 @@ def score_report(scorer: InScopeScorer, in_scope: tuple[np.ndarray, np.ndarray],
     """The rule's figures on one split, from the (logits, distances) of its in-scope and out-of-scope
     texts: the in-scope share sent to review and, with out-of-scope texts, their recall and the
     AUROC of the combined score (the share ties every text beyond the reference's ends)."""
-    from mlcore.evaluate import auroc
-
     shares = scorer.score(*in_scope)
     report = {"rule": "in_scope_score", "threshold": scorer.threshold,
               "in_scope_review_rate": float((shares < scorer.threshold).mean()) if len(shares) else 0.0}

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from mlcore.metrics import softmax
 from mlcore.ood import InScopeScorer
 
 
@@ -33,14 +34,6 @@ class Prediction:
             "low_confidence": self.low_confidence,
             "in_scope_score": self.in_scope_score,
         }
-
-
-def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature-scaled softmax in float64, row by row."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def ranked_distribution(row: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
@@ -143,13 +136,13 @@ class PredictorBase:
 
     def probabilities(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Calibrated probabilities (temperature-scaled softmax), one row per text."""
-        return calibrated_probabilities(self.logits(texts, batch_size=batch_size), self.temperature)
+        return softmax(self.logits(texts, batch_size=batch_size), self.temperature)
 
     def answer(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and the in-scope scores (None without a scorer), from one model call."""
         logits, distances = self.outputs(texts, batch_size=batch_size)
         scores = self.scorer.score(logits, distances) if self.scorer is not None else None
-        return calibrated_probabilities(logits, self.temperature), scores
+        return softmax(logits, self.temperature), scores
 
     def rule(self, confidence_threshold: float | None = None) -> tuple[str, float]:
         """What decides low confidence, and its threshold: the in-scope score where the model has one

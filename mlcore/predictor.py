@@ -14,8 +14,8 @@ import torch
 
 from mlcore.artifact import file_sha256, load_artifact
 from mlcore.errors import ArtifactError
+from mlcore.metrics import normalise
 from mlcore.modeling import IntentClassifier, MahalanobisDistance, build_encoder_from_config
-from mlcore.grouping import normalise
 from mlcore.ood import InScopeScorer
 from mlcore.prediction import Prediction, PredictorBase, batched_rows, load_tokenizer
 
@@ -61,7 +61,7 @@ class Predictor(PredictorBase):
             with torch.inference_mode():
                 return self.model.embed(**{name: torch.from_numpy(ids) for name, ids in self.encode(batch).items()}).float().numpy()
 
-        return normalise(batched_rows(list(texts), batch_size, width, run))
+        return normalise(batched_rows(list(texts), batch_size, width, run), dtype=np.float32)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():

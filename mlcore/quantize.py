@@ -23,10 +23,11 @@ from typing import Sequence
 
 import numpy as np
 
-from mlcore.evaluate import expected_calibration_error, fit_temperature
+from mlcore.evaluate import fit_temperature
 from mlcore.files import atomic_write
+from mlcore.metrics import expected_calibration_error, softmax
 from mlcore.onnx_predictor import DISTANCE_OUTPUT, METADATA_KEY
-from mlcore.prediction import PredictorBase, calibrated_probabilities
+from mlcore.prediction import PredictorBase
 
 DEFAULT_MAX_ACCURACY_DROP = 0.003  # 0.3 points
 DEFAULT_MIN_AGREEMENT = 0.99
@@ -167,5 +168,5 @@ def check_quantized(
 def _ece(logits: np.ndarray, truth: np.ndarray, temperature: float) -> float | None:
     if not len(truth):
         return None
-    probabilities = calibrated_probabilities(logits, temperature)
+    probabilities = softmax(logits, temperature)
     return expected_calibration_error(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth)

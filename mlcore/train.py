@@ -21,9 +21,12 @@ from mlcore.config import TrainConfig
 from mlcore.data import OOS_LABEL, Example, LabeledData, check_trainable, dataset_fingerprint, intent_counts, stratified_split
 from mlcore.base_model import load_tokenizer_and_encoder
 from mlcore.errors import ConfigError, TrainingCancelled
-from mlcore.evaluate import fit_temperature, in_scope_score, macro_f1, recommend_threshold, report_from_logits, softmax
+from mlcore.evaluate import fit_temperature, in_scope_score, recommend_threshold, report_from_logits
+from mlcore.metrics import macro_f1, softmax
 from mlcore.modeling import IntentClassifier, MahalanobisDistance
 from mlcore.ood import MIN_REFERENCE_TEXTS, InScopeScorer, mahalanobis_projection
+from mlcore.predictor import Predictor
+from mlcore.self_training import pseudo_labels
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +143,6 @@ def _self_train(config: TrainConfig, data: LabeledData, first: TrainResult, *, p
     """The second pass on the reviewed labels plus the first model's confident pseudo-labels, on
     the first pass's validation split; kept if it validates as well (_reason_to_reject). Where
     nothing could tell (no validation split, no out-of-scope validation text) no second pass runs."""
-    from mlcore.predictor import Predictor
-    from mlcore.self_training import pseudo_labels
-
     started = time.monotonic()
     if data.val:
         train_part, val_part = list(data.train), list(data.val)

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from mlcore.grouping import leader_groups, normalise, pair_purity
+from mlcore.grouping import leader_groups, pair_purity
+from mlcore.metrics import normalise
 
 
 def unit(*rows):
-    return normalise(np.array(rows, dtype=np.float32))
+    return normalise(np.array(rows, dtype=np.float32), dtype=np.float32)
 
 
 def test_items_join_the_most_similar_leader_above_the_threshold():

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mlcore.ood import MahalanobisScorer, Standardiser, balanced_threshold, combined, energy, max_logit, nearest_neighbour, normalise
+from mlcore.metrics import normalise
+from mlcore.ood import MahalanobisScorer, Standardiser, balanced_threshold, combined, energy, max_logit, nearest_neighbour
 
 
 @pytest.fixture

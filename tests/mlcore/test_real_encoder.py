@@ -6,7 +6,7 @@ import torch
 
 from mlcore.config import TrainConfig
 from mlcore.data import load_labeled_data, select_intents
-from mlcore.evaluate import softmax
+from mlcore.metrics import softmax
 from mlcore.predictor import Predictor
 from mlcore.scoring import evaluate_predictor
 from mlcore.train import train

@@ -8,7 +8,7 @@ import torch
 from mlcore.config import TrainConfig
 from mlcore.data import LabeledData, Example
 from mlcore.errors import DataError, TrainingCancelled
-from mlcore.evaluate import softmax
+from mlcore.metrics import softmax
 from mlcore.predictor import Predictor
 from mlcore.train import train
 from tests.factories import REPO_ROOT

@@ -14,7 +14,7 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlcore.evaluate import wilson_interval
+from mlcore.metrics import wilson_interval
 from mlcore.review_strategy import review_order
 from webapp.labeling.models import Intent
 from webapp.review import selectors, services

@@ -20,7 +20,7 @@ from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import RowNumber, TruncDate
 from django.utils import timezone
 
-from mlcore.evaluate import wilson_interval
+from mlcore.metrics import wilson_interval
 from webapp.review.models import ReviewItem, TrafficReport, TrafficSample
 
 DECIDED = (ReviewItem.Status.LABELED, ReviewItem.Status.OUT_OF_SCOPE)
