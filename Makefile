@@ -36,12 +36,16 @@ lambda-zip:
 
 test: test-sqlite test-postgres
 
+# One pytest-xdist worker per core: each has its own test database (pytest-django suffixes its
+# name) and its own files (tests/settings.py), so tests never share a row or an artifact.
+XDIST ?= -n auto
+
 test-sqlite: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 # The Django suite again against the PostgreSQL server on 127.0.0.1.
 test-postgres: $(STAMP)
-	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest tests/webapp tests/e2e
+	DATABASE_URL=$(POSTGRES_URL) $(PY) -m pytest $(XDIST) tests/webapp tests/e2e
 
 clean:
 	rm -rf var .pytest_cache
