@@ -7,18 +7,23 @@ request after it until a model loads (answering 503 with the reason meanwhile).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request models (made by ServingCore) as classes.
-import functools
 import inspect
 import logging
 import time
 from typing import Annotated, Any, Literal
 
 import orjson
+from fastapi import FastAPI, HTTPException, Request, Security
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from mangum import Mangum
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving_config import ServingSettings
 from serving_core import ServingCore
-from serving_fast_path import EventFastPath, FastPath, LazyApp
 from serving_model import ModelStore, ModelUnavailable
 from serving_review import ReviewRouter, build_router
 
@@ -101,17 +106,9 @@ class ModelInfo(BaseModel):
 
 
 def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRouter | None = None, *,
-               fast_path: bool | None = None, core: ServingCore | None = None):
-    """The FastAPI app: every route, the OpenAPI schema and the error answers. With ``fast_path``
-    (FAST_PATH by default), POST /classify's ordinary case is answered before FastAPI's machinery."""
-    from fastapi import FastAPI, HTTPException, Request, Security
-    from fastapi.exception_handlers import http_exception_handler
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from fastapi.security import APIKeyHeader
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    fast_path = settings.fast_path if fast_path is None else fast_path
+               core: ServingCore | None = None) -> FastAPI:
+    """The FastAPI app: every route, the OpenAPI schema and the error answers. Every request,
+    on Lambda (through Mangum) and under uvicorn alike, is answered by these routes."""
     core = core or ServingCore(settings, store, router or build_router(settings))
     router = core.router
     ClassifyRequest, BatchRequest = core.ClassifyRequest, core.BatchRequest
@@ -160,9 +157,6 @@ def create_app(settings: ServingSettings, store: ModelStore, router: ReviewRoute
     @app.post("/classify", response_model=Classification, dependencies=guarded, responses={**refused, **bad_input, **no_model})
     async def classify(body: ClassifyRequest, request: Request) -> Response:
         return Response(core.classify_one(model().predictor, body.text, time.perf_counter(), request.scope), media_type="application/json")
-
-    if fast_path:
-        app.add_middleware(FastPath, path="/classify", answer=core.answer_classify)
 
     @app.post("/classify/batch", response_model=BatchClassification, dependencies=guarded, responses={**refused, **bad_input, **no_model})
     async def classify_batch(body: BatchRequest, request: Request) -> JSONResponse:
@@ -239,21 +233,8 @@ store = ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_se
                    load_wait_seconds=settings.model_load_wait_seconds)
 if settings.preload_model:
     store.try_preload()
-core = ServingCore(settings, store, build_router(settings))
-# FastAPI is built (and imported) when a request first needs it: the fast path answers a cold
-# container's ordinary first request without it. `app` is what uvicorn serves, `handler` Lambda.
-routes = LazyApp(lambda: create_app(settings, store, core=core, fast_path=False))
-app = FastPath(routes, path="/classify", answer=core.answer_classify) if settings.fast_path else routes
-
-
-@functools.cache
-def mangum_handler():
-    from mangum import Mangum  # with asyncio: 25 ms of imports that the fast path's first answer does without
-
-    return Mangum(app, lifespan="off")
-
-
-if settings.fast_path:  # Lambda's HTTP events are answered before Mangum too, which is built when first needed
-    handler = EventFastPath(lambda event, context: mangum_handler()(event, context), path="/classify", answer=core.answer_classify)
-else:
-    handler = mangum_handler()
+# Built at import, as the model is loaded: on Lambda the init phase pays for both. `app` is what
+# uvicorn serves, `handler` what Lambda calls. lifespan="off": Mangum would otherwise run the ASGI
+# lifespan on every invocation; the model lives in the module-level store instead.
+app = create_app(settings, store, build_router(settings))
+handler = Mangum(app, lifespan="off")

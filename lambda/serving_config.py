@@ -50,9 +50,6 @@ class ServingSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # Load the model at import, so Lambda's init phase (and a SnapStart snapshot) pays for it.
     preload_model: bool = True
-    # Answer POST /classify's ordinary case without FastAPI's per-request machinery
-    # (lambda/serving_fast_path.py); off, every request goes through the route.
-    fast_path: bool = True
 
     # Where unsure predictions go for review: nowhere, the Django API, or an SQS queue.
     review_sink: Literal["none", "http", "sqs"] = "none"

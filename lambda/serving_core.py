@@ -1,11 +1,8 @@
-"""What answering a classify request needs, and nothing of FastAPI: the text rule, the request
-models (pydantic, which the settings import anyway), authorization, the model call, review routing,
-the log line, and the fast path's answer.
+"""What answering a classify request needs besides HTTP: the text rule, the request models,
+authorization, the model call, review routing and the log line.
 
-FastAPI (the routes, the OpenAPI schema, the error pages: lambda/app.py) is built on this, and only
-when a request first needs it: importing FastAPI costs about 0.3 s, more than half of the app's
-imports, and a cold Lambda container's first ordinary request never needs it
-(tests/serving/test_cold_start.py holds that).
+The FastAPI routes (lambda/app.py) are built on this; they are the one request path, on Lambda
+(through Mangum) and under uvicorn alike.
 """
 
 from __future__ import annotations
@@ -16,14 +13,13 @@ import logging
 import re
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Sequence
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from mlcore.prediction import is_low_confidence, ranked_distribution
 from serving_config import ServingSettings
-from serving_fast_path import header, is_json
 from serving_model import ModelStore
 from serving_review import SAMPLE, ReviewRouter
 
@@ -47,7 +43,7 @@ class ServingCore:
         self.ClassifyRequest, self.BatchRequest = self._request_models()
 
     def check_text(self, text: str) -> str:
-        """The one text check of both routes and the fast path."""
+        """The one text check of both classify routes."""
         max_chars = self.settings.max_text_chars
         if not text.strip():
             raise ValueError("text must not be empty or whitespace only")
@@ -90,9 +86,9 @@ class ServingCore:
         return ClassifyRequest, BatchRequest
 
     def authorized(self, supplied: str | None) -> bool:
-        """The one authorization rule of the routes and the fast path: with API_KEYS set, the
-        x-api-key header must hold one of them (compared with every key in constant time, so
-        timing reveals nothing about them)."""
+        """The one authorization rule of the routes: with API_KEYS set, the x-api-key header
+        must hold one of them (compared with every key in constant time, so timing reveals
+        nothing about them)."""
         if not self.settings.api_keys:
             return True
         matches = [hmac.compare_digest((supplied or "").encode(), key.encode()) for key in self.settings.api_keys]
@@ -161,24 +157,6 @@ class ServingCore:
         self.log_request(results, [text], started_at, scope)
         return orjson.dumps(results[0])
 
-    def answer_classify(self, body: bytes, scope: dict) -> bytes | None:
-        """POST /classify on the fast path; None leaves the request to the route, which answers
-        the same way or with the error (401, 422, 503) that FastAPI would give."""
-        started_at = time.perf_counter()
-        headers = scope["headers"]
-        # Decoded as Starlette decodes headers, so both paths accept exactly the same keys.
-        supplied = header(headers, b"x-api-key")
-        if not self.authorized(None if supplied is None else supplied.decode("latin-1")):
-            return None
-        if self.store.current is None or not is_json(header(headers, b"content-type")):
-            return None  # with no model loaded yet, the route tries to load it, or says why not
-        try:
-            text = self.ClassifyRequest.model_validate_json(body).text
-        except ValidationError:
-            return None
-        # get(), not current: it also starts the background check for a newer model when one is due.
-        return self.classify_one(self.store.get().predictor, text, started_at, scope)
-
 
 def request_id(scope: dict) -> str | None:
     """Lambda's request id (Mangum puts the invocation's context in the scope), or a caller's x-request-id."""
@@ -187,3 +165,11 @@ def request_id(scope: dict) -> str | None:
         return context.aws_request_id
     supplied = header(scope.get("headers", []), b"x-request-id")
     return supplied.decode("latin-1")[:200] if supplied else None
+
+
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """One request header (ASGI gives names lower-cased)."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None

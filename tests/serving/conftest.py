@@ -19,7 +19,7 @@ LAMBDA_ROOT = REPO_ROOT / "lambda"
 if str(LAMBDA_ROOT) not in sys.path:
     sys.path.insert(0, str(LAMBDA_ROOT))  # `lambda` is a keyword: its files are top-level modules, as on Lambda
 
-SERVING_MODULES = ("app", "serving_aws", "serving_config", "serving_fast_path", "serving_model", "serving_review")
+SERVING_MODULES = ("app", "serving_aws", "serving_config", "serving_model", "serving_review")
 
 
 @pytest.fixture(scope="session")
@@ -114,12 +114,12 @@ def make_client():
 
     import app as app_module
 
-    def make(*, fast_path: bool = True, **settings):
+    def make(**settings):
         # No audit or sample draw unless a test asks for one: other tests count the events they expect.
         config = ServingSettings(**{"preload_model": False, "model_refresh_seconds": 0, "review_audit_rate": 0.0,
                                     "traffic_sample_rate": 0.0, **settings})
         store = ModelStore(config.model_uri, refresh_seconds=config.model_refresh_seconds, load_wait_seconds=config.model_load_wait_seconds)
-        client = TestClient(app_module.create_app(config, store, fast_path=fast_path), raise_server_exceptions=False)
+        client = TestClient(app_module.create_app(config, store), raise_server_exceptions=False)
         client.store = store
         return client
 

@@ -247,12 +247,11 @@ def test_one_json_log_line_per_request_without_the_text(make_client, model_file,
     assert "secret utterance" in caplog.text
 
 
-@pytest.mark.parametrize("fast_path", [True, False])
-def test_each_log_line_carries_the_lambda_request_id_and_the_cold_start_flag(fresh_app_module, model_file, caplog, fast_path):
+def test_each_log_line_carries_the_lambda_request_id_and_the_cold_start_flag(fresh_app_module, model_file, caplog):
     from tests.serving.events import FakeContext, http_api_v2
 
     caplog.set_level(logging.INFO, logger="serving.request")
-    module = fresh_app_module(MODEL_URI=model_file, FAST_PATH=int(fast_path))
+    module = fresh_app_module(MODEL_URI=model_file)
     for path, body in (("/classify", {"text": "play some jazz"}), ("/classify/batch", {"texts": ["hi", "news"]})):
         assert module.handler(http_api_v2("POST", path, body), FakeContext())["statusCode"] == 200
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "serving.request"]

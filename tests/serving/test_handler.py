@@ -78,3 +78,14 @@ def test_the_serving_process_imports_neither_torch_nor_transformers(model_file):
     env = {"MODEL_URI": str(model_file), "PYTHONPATH": f"{REPO_ROOT / 'lambda'}:{REPO_ROOT / 'tests' / 'serving'}:{REPO_ROOT}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.stdout.split()[-4:] == ["200", "False", "False", "False"], out.stderr[-2000:]
+
+
+def test_the_handler_is_mangum_over_the_one_app(handler_app):
+    """One request path: Lambda's handler is Mangum over the same FastAPI app uvicorn serves,
+    without the ASGI lifespan (the model lives in the module-level store, loaded at import)."""
+    from fastapi import FastAPI
+    from mangum import Mangum
+
+    assert type(handler_app.handler) is Mangum and handler_app.handler.app is handler_app.app
+    assert handler_app.handler.lifespan == "off"
+    assert type(handler_app.app) is FastAPI and handler_app.app.user_middleware == []
