@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from mlcore.config import DEVICES, HEAD_INITS, OOS_MODES, OOS_SCORES, TrainConfig
+from mlcore.config import TrainConfig
 from mlcore.errors import MlcoreError
 
 # Each command imports what it runs inside its function, on purpose: torch, transformers and
@@ -25,26 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a classifier and write a .pt artifact")
     train.add_argument("--data", required=True, help="CSV (text,intent), JSONL or CLINC150 JSON")
     train.add_argument("--out", required=True, help="where to write the .pt artifact")
-    defaults = TrainConfig()
-    train.add_argument("--base-model", default=defaults.base_model, help="'default' (offline all-MiniLM-L6-v2), a hub id such as prajjwal1/bert-tiny, or a local directory")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--min-train-steps", type=int, default=defaults.min_train_steps, help="raise the epochs on small data until this many steps")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    train.add_argument("--warmup", type=float, default=defaults.warmup, help="fraction of steps spent warming up")
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--max-length", type=int, default=defaults.max_length)
-    train.add_argument("--device", choices=DEVICES, default=defaults.device)
-    train.add_argument("--no-mixed-precision", action="store_true", help="train in fp32 on CUDA too")
-    train.add_argument("--head-init", choices=HEAD_INITS, default=defaults.head_init)
-    train.add_argument("--oos-mode", choices=OOS_MODES, default=defaults.oos_mode, help="out-of-scope rows tune the threshold, or train as a class")
-    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="share of each target spread over the other intents (default: 0.1 where the run fits the in-scope score, else 0)")
-    train.add_argument("--oos-score", choices=OOS_SCORES, default=defaults.oos_score,
-                       help="what sends a prediction to review: an in-scope score, or the calibrated probability")
-    train.add_argument("--review-budget", type=float, default=defaults.review_budget,
-                       help="with the in-scope score: the share of in-scope traffic sent to review")
-    train.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    add_option_arguments(train, "cli")
     train.add_argument("--intents", help="comma-separated intents to keep (a slice of a larger set)")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
@@ -65,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_option_arguments(parser: argparse.ArgumentParser, scope: str) -> None:
+    """One argument per training option that ``scope`` may set, as TrainConfig declares it: flag,
+    type, choices, default and help. TrainConfig checks the values (an error exits 2), so the bounds
+    are left to it. Also the arguments of ``manage.py train`` (scope "launch")."""
+    for declared in TrainConfig.options(scope):
+        text = declared.help.replace("%", "%%")  # argparse formats help with %
+        if declared.type is bool:
+            on = bool(declared.default)
+            parser.add_argument(declared.flag, dest=declared.name, action="store_false" if on else "store_true",
+                                default=declared.default, help=f"{text} On by default; this flag turns it off." if on else text)
+        else:
+            parser.add_argument(declared.flag, dest=declared.name, type=declared.type, choices=declared.choices or None,
+                                default=declared.default, help=text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -83,13 +79,7 @@ def _train(args: argparse.Namespace) -> int:
     from mlcore.data import load_labeled_data, select_intents
     from mlcore.train import train
 
-    config = TrainConfig(
-        base_model=args.base_model, epochs=args.epochs, min_train_steps=args.min_train_steps, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed,
-        max_length=args.max_length, device=args.device, mixed_precision=not args.no_mixed_precision,
-        head_init=args.head_init, oos_mode=args.oos_mode, validation_fraction=args.validation_fraction,
-        label_smoothing=args.label_smoothing, oos_score=args.oos_score, review_budget=args.review_budget,
-    )
+    config = TrainConfig(**{name: getattr(args, name) for name in TrainConfig.option_names("cli")})
     data = load_labeled_data(args.data)
     if args.intents:
         data = select_intents(data, [name.strip() for name in args.intents.split(",") if name.strip()])

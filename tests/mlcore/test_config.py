@@ -1,4 +1,6 @@
+import re
 import sys
+from dataclasses import fields
 from typing import get_args, get_type_hints
 
 import pytest
@@ -30,6 +32,26 @@ def test_bad_values_are_refused_with_the_field_named(field, value):
 def test_round_trip_through_a_dict():
     config = TrainConfig(epochs=5, learning_rate=1e-4)
     assert TrainConfig.from_dict({**config.to_dict(), "unknown": 1}) == config
+
+
+def test_every_field_declares_its_option_and_no_help_text_quotes_a_figure():
+    assert TrainConfig.option_names() == tuple(f.name for f in fields(TrainConfig))
+    for declared in TrainConfig.options():
+        assert declared.help.strip() and declared.default == getattr(TrainConfig(), declared.name), declared.name
+        assert not re.search(r"\d\s*%|\bpoints?\b", declared.help), f"{declared.name}: figures belong in BENCHMARKS.md"
+
+
+@pytest.mark.parametrize("declared", [o for o in TrainConfig.options() if o.min is not None], ids=lambda o: o.name)
+def test_the_declared_bounds_are_the_ones_checked(declared):
+    step = 1 if declared.type is int else 1e-9
+    cases = [(declared.min, not declared.exclusive_min), (declared.max, not declared.exclusive_max),
+             (declared.min - step, False), (declared.max + step, False)]
+    for value, allowed in cases:
+        if allowed:
+            TrainConfig(**{declared.name: declared.type(value)})
+        else:
+            with pytest.raises(ConfigError, match=declared.name):
+                TrainConfig(**{declared.name: declared.type(value)})
 
 
 ROUTING_FIELDS = ("review_routing", "ambiguity_margin", "confidence_threshold", "in_scope_threshold")

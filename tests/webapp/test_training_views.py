@@ -121,3 +121,77 @@ def test_the_run_list_marks_the_production_run(client, ml_engineer, labeled_work
     client.force_login(ml_engineer)
     listed = client.get("/admin/training/trainingrun/").context["cl"].result_list
     assert {run.pk: run.is_production for run in listed} == {runs[0].pk: True, runs[1].pk: False}
+
+
+def _argparse_options(parser, leave_out) -> dict:
+    return {action.dest: (action.option_strings, bool if action.nargs == 0 else action.type or str, action.default,
+                          tuple(action.choices or ()))
+            for action in parser._actions if action.dest not in leave_out}
+
+
+def _cli_options() -> dict:
+    import argparse
+
+    from mlcore.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return _argparse_options(commands.choices["train"], {"help", "data", "out", "intents", "json"})
+
+
+def _command_options() -> dict:
+    from django.core.management.base import BaseCommand
+
+    from webapp.training.management.commands.train import Command
+
+    django_own = {action.dest for action in BaseCommand().create_parser("manage.py", "base")._actions}
+    return _argparse_options(Command().create_parser("manage.py", "train"), django_own | {"user", "wait", "promote"})
+
+
+def _form_options() -> dict:
+    from django import forms
+
+    from webapp.training.forms import LaunchForm
+
+    kinds = {forms.BooleanField: bool, forms.IntegerField: int, forms.FloatField: float, forms.ChoiceField: str, forms.CharField: str}
+    return {name: (kinds[type(f)], f.initial, getattr(f, "min_value", None), getattr(f, "max_value", None),
+                   tuple(value for value, _ in getattr(f, "choices", ())), getattr(f, "max_length", None), f.help_text)
+            for name, f in LaunchForm().fields.items()}
+
+
+def _serializer_options() -> dict:
+    from rest_framework import serializers
+
+    from webapp.training.api.serializers import LaunchSerializer
+
+    def kind(f):
+        return next(t for cls, t in ((serializers.BooleanField, bool), (serializers.ChoiceField, str), (serializers.IntegerField, int),
+                                     (serializers.FloatField, float), (serializers.CharField, str)) if isinstance(f, cls))
+
+    return {name: (kind(f), f.default, getattr(f, "min_value", None), getattr(f, "max_value", None), tuple(getattr(f, "choices", ())),
+                   getattr(f, "max_length", None), f.help_text)
+            for name, f in LaunchSerializer().fields.items()}
+
+
+def _declared(scope: str, surface: str) -> dict:
+    from django.utils.html import escape
+
+    from mlcore.config import TrainConfig
+
+    def view(o):
+        if surface in ("cli", "command"):
+            return [o.flag], o.type, o.default, o.choices
+        return o.type, o.default, o.min, o.max, o.choices, o.max_chars, escape(o.help) if surface == "form" else o.help
+
+    return {o.name: view(o) for o in TrainConfig.options(scope)}
+
+
+@pytest.mark.parametrize("surface, scope, listed", [
+    ("cli", "cli", _cli_options), ("command", "launch", _command_options),
+    ("form", "launch", _form_options), ("serializer", "launch", _serializer_options),
+])
+def test_each_surface_lists_exactly_the_options_trainconfig_declares_for_it(surface, scope, listed):
+    """python -m mlcore train, manage.py train, the launch form and the API: the same names, flags,
+    types, defaults, choices and bounds as TrainConfig declares for their scope, and nothing else."""
+    assert listed() == _declared(scope, surface)
+    if scope == "launch":
+        assert services.LAUNCH_OPTIONS == tuple(_declared(scope, surface))

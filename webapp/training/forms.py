@@ -1,32 +1,32 @@
 from django import forms
+from django.utils.html import escape
 
-from mlcore.config import DEVICES, TrainConfig
-
-_DEFAULTS = TrainConfig()
+from mlcore.config import Option, TrainConfig
 
 
 class LaunchForm(forms.Form):
-    base_model = forms.CharField(
-        initial=_DEFAULTS.base_model, max_length=500,
-        help_text="'default' is the offline all-MiniLM-L6-v2; also a hub id such as prajjwal1/bert-tiny, or a local model directory.",
-    )
-    device = forms.ChoiceField(choices=[(d, d) for d in DEVICES], initial=_DEFAULTS.device, help_text="auto uses CUDA when the worker has a GPU.")
-    epochs = forms.IntegerField(initial=_DEFAULTS.epochs, min_value=1, max_value=1000)
-    batch_size = forms.IntegerField(initial=_DEFAULTS.batch_size, min_value=1, max_value=4096)
-    learning_rate = forms.FloatField(initial=_DEFAULTS.learning_rate, min_value=0)
-    seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
-    max_length = forms.IntegerField(initial=_DEFAULTS.max_length, min_value=8, max_value=512)
-    validation_fraction = forms.FloatField(initial=_DEFAULTS.validation_fraction, min_value=0, max_value=0.5)
-    review_budget = forms.FloatField(
-        initial=_DEFAULTS.review_budget, min_value=0, max_value=1, required=False,
-        help_text="The share of in-scope traffic the model's in-scope score sends to review (reviewer hours); "
-                  "the run page shows the out-of-scope recall it buys on the validation split.",
-    )
-    self_training = forms.BooleanField(
-        initial=_DEFAULTS.self_training, required=False,
-        help_text="Also train on the traffic samples serving sent (TRAFFIC_SAMPLE_RATE), labeled by the run's first model "
-                  "where it is confident; kept only if it validates at least as well. 0.2 to 0.4 point of test accuracy on CLINC150 at 20% of the labels (mean of three seeds) (BENCHMARKS.md, 11).",
-    )
+    """The options TrainConfig lets a launch set, as it declares them (TrainConfig.options("launch")).
+
+    A field left blank keeps mlcore's default. The bounds are TrainConfig's, for the browser and a
+    message beside the field; TrainConfig makes the final check (services.training_config_build)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.update({declared.name: _launch_field(declared) for declared in TrainConfig.options("launch")})
+
+
+def _launch_field(declared: Option) -> forms.Field:
+    # Django renders help_text as HTML: the text is escaped here.
+    common = {"required": False, "initial": declared.default, "help_text": escape(declared.help)}
+    if declared.type is bool:
+        return forms.BooleanField(**common)
+    if declared.choices:
+        return forms.ChoiceField(choices=[(choice, choice) for choice in declared.choices], **common)
+    if declared.type is int:
+        return forms.IntegerField(min_value=declared.min, max_value=declared.max, **common)
+    if declared.type is float:
+        return forms.FloatField(min_value=declared.min, max_value=declared.max, **common)
+    return forms.CharField(max_length=declared.max_chars, **common)
 
 
 class PromoteForm(forms.Form):

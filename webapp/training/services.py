@@ -38,9 +38,8 @@ from webapp.training.models import DatasetSnapshot, Promotion, SnapshotRow, Trai
 
 logger = logging.getLogger(__name__)
 
-# What the launch form and API may set; the rest of TrainConfig keeps mlcore's defaults.
-LAUNCH_OPTIONS = ("base_model", "device", "epochs", "batch_size", "learning_rate", "seed", "max_length", "validation_fraction", "review_budget",
-                  "self_training")
+# What the launch form, the API and `manage.py train` may set (declared on TrainConfig); the rest keeps mlcore's defaults.
+LAUNCH_OPTIONS = TrainConfig.option_names("launch")
 LOG_TAIL_LINES = 60
 
 

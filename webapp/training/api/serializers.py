@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from mlcore.config import Option, TrainConfig
 from mlcore.evaluate import headline
 from webapp.training.models import DatasetSnapshot, Promotion, TrainingRun
 
@@ -7,19 +8,43 @@ from webapp.training.models import DatasetSnapshot, Promotion, TrainingRun
 class LaunchSerializer(serializers.Serializer):
     """The launch options; omitted ones take mlcore's defaults. TrainConfig does the range checks."""
 
-    base_model = serializers.CharField(required=False, max_length=500)
-    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], required=False)
-    epochs = serializers.IntegerField(required=False)
-    batch_size = serializers.IntegerField(required=False)
-    learning_rate = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False)
-    max_length = serializers.IntegerField(required=False)
-    validation_fraction = serializers.FloatField(required=False)
-    review_budget = serializers.FloatField(required=False, help_text="The share of in-scope traffic the in-scope score sends to review.")
-    # default=None, not required=False: a form-encoded body that leaves a BooleanField out reads as
-    # False in DRF, which would turn self-training off without anyone asking. None keeps mlcore's default.
-    self_training = serializers.BooleanField(default=None, allow_null=True,
-                                             help_text="Also train on serving's traffic samples, labeled by the run's first model (default true).")
+    # Built from TrainConfig's declarations (TrainConfig.options("launch")): each field has the
+    # option's type, choices, default, help and bounds. A number's bounds are the schema's only: a
+    # value out of them is refused by TrainConfig, its sentence under "config" as for any refused
+    # option (base_model's length DRF checks, as it always did).
+    def get_fields(self):
+        return {declared.name: _launch_field(declared) for declared in TrainConfig.options("launch")}
+
+
+class _SchemaBounds:
+    """min_value/max_value for the schema (drf-spectacular reads them), without DRF's validators."""
+
+    def __init__(self, *, bounds: tuple, **kwargs):
+        super().__init__(**kwargs)
+        self.min_value, self.max_value = bounds
+
+
+class _BoundedInteger(_SchemaBounds, serializers.IntegerField):
+    pass
+
+
+class _BoundedFloat(_SchemaBounds, serializers.FloatField):
+    pass
+
+
+def _launch_field(declared: Option) -> serializers.Field:
+    common = {"default": declared.default, "help_text": declared.help}
+    if declared.type is bool:
+        # A form-encoded body that leaves a BooleanField out reads as its default (not False), and
+        # null keeps mlcore's default too.
+        return serializers.BooleanField(allow_null=True, **common)
+    if declared.choices:
+        return serializers.ChoiceField(choices=list(declared.choices), **common)
+    if declared.type is int:
+        return _BoundedInteger(bounds=(declared.min, declared.max), **common)
+    if declared.type is float:
+        return _BoundedFloat(bounds=(declared.min, declared.max), **common)
+    return serializers.CharField(max_length=declared.max_chars, **common)
 
 
 class SnapshotSerializer(serializers.ModelSerializer):

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from mlcore.config import DEVICES
+from mlcore.cli import add_option_arguments
 from webapp.training import services
 from webapp.training.models import Promotion, TrainingRun
 
@@ -13,16 +13,7 @@ class Command(BaseCommand):
     help = "Launch a retraining run on the current labels (it runs in a qcluster worker); --wait follows it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--base-model")
-        parser.add_argument("--device", choices=DEVICES)
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--learning-rate", type=float)
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--max-length", type=int)
-        parser.add_argument("--validation-fraction", type=float)
-        parser.add_argument("--no-self-training", dest="self_training", action="store_false", default=None,
-                            help="do not train on serving's traffic samples")
+        add_option_arguments(parser, "launch")  # the options TrainConfig lets a launch set, as it declares them
         parser.add_argument("--user", help="username recorded as the launcher")
         parser.add_argument("--wait", action="store_true", help="follow the run; exit 1 unless it succeeds")
         parser.add_argument("--promote", action="store_true", help="with --wait: promote the run when it succeeds")
