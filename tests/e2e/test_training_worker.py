@@ -51,3 +51,32 @@ def test_manage_py_train_waits_for_the_worker(qcluster, broker, tiny_base_model,
     with pytest.raises(CommandError, match="epochs must be") as refused:
         call_command("train", "--epochs", "0")
     assert refused.value.returncode == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_wait_says_within_seconds_that_no_worker_took_the_run(labeled_workspace, tiny_base_model):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.e2e.conftest import database_url
+    from tests.factories import REPO_ROOT
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", "DEBUG": "1", "DATABASE_URL": database_url(),
+           "PYTHONUNBUFFERED": "1", "Q_CLUSTER_PREFIX": "intentflow-nobody-serves-this"}
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "manage.py", "train", "--base-model", tiny_base_model, "--wait"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:  # no worker serves the queue: the command must say so, not wait in silence
+            if line.startswith("No worker"):
+                break
+        waited = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+    assert "Q_CLUSTER_NAME=intentflow-nobody-serves-this-training python manage.py qcluster" in line
+    assert waited < 60
+    run = TrainingRun.objects.get()
+    assert run.status == TrainingRun.Status.QUEUED

@@ -195,3 +195,16 @@ def test_each_surface_lists_exactly_the_options_trainconfig_declares_for_it(surf
     assert listed() == _declared(scope, surface)
     if scope == "launch":
         assert services.LAUNCH_OPTIONS == tuple(_declared(scope, surface))
+
+
+def test_the_run_page_says_when_no_worker_has_taken_the_run(queued, client, ml_engineer):
+    from django.utils import timezone
+
+    run = queued()
+    client.force_login(ml_engineer)
+    assert client.get(f"/admin/training/trainingrun/{run.pk}/progress/").json()["unclaimed_hint"] is None  # just launched
+    TrainingRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timezone.timedelta(seconds=45))
+    hint = client.get(f"/admin/training/trainingrun/{run.pk}/progress/").json()["unclaimed_hint"]
+    assert hint.startswith(f"No worker has taken run #{run.pk} in 45 s") and "Q_CLUSTER_NAME=intentflow-training python manage.py qcluster" in hint
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert 'id="run-unclaimed"' in page and "No worker has taken run" in page

@@ -42,7 +42,7 @@ def run_progress(run: TrainingRun) -> dict:
         "epoch": run.epoch, "progress": round(run.progress, 4), "latest_metrics": run.latest_metrics,
         "elapsed_seconds": round(elapsed, 1), "remaining_seconds": None if remaining is None else round(remaining, 1),
         "device_requested": run.requested_device, "device_used": run.device_used, "cancel_requested": run.cancel_requested,
-        "error_message": run.error_message, "log_tail": run.log_tail,
+        "error_message": run.error_message, "log_tail": run.log_tail, "unclaimed_hint": services.training_run_unclaimed_hint(run=run),
         "promotions_pending": run.promotions.filter(status__in=[Promotion.Status.QUEUED, Promotion.Status.RUNNING]).count(),
     }
 

@@ -175,6 +175,23 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
+# A queued run no worker has taken after this long is probably waiting for a worker that is not
+# running: the training queue has a cluster of its own, and a newcomer may start only the other one.
+UNCLAIMED_RUN_SECONDS = 10
+
+
+def training_run_unclaimed_hint(*, run: TrainingRun) -> str | None:
+    """A sentence for a run still queued UNCLAIMED_RUN_SECONDS after its launch: no worker has
+    taken it, and the command that starts the training queue's worker. None otherwise."""
+    if run.status != TrainingRun.Status.QUEUED:
+        return None
+    waited = (timezone.now() - run.created_at).total_seconds()
+    if waited < UNCLAIMED_RUN_SECONDS:
+        return None
+    return (f"No worker has taken run #{run.pk} in {waited:.0f} s. Training runs have a queue and a worker of their own; "
+            f"start it with: Q_CLUSTER_NAME={training_queue()} python manage.py qcluster")
+
+
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     """A queued run ends at once; a running one stops between two steps."""
     if run.is_finished:

@@ -38,7 +38,10 @@ class Command(BaseCommand):
         while not run.is_finished:
             time.sleep(1)
             run.refresh_from_db()
-            line = f"run #{run.pk} {run.status}: step {run.step}/{run.total_steps}, epoch {run.epoch:.2f}"
+            line = (services.training_run_unclaimed_hint(run=run)
+                    or f"run #{run.pk} {run.status}: step {run.step}/{run.total_steps}, epoch {run.epoch:.2f}")
+            if line.startswith("No worker") and last is not None and last.startswith("No worker"):
+                continue  # said once; the seconds it counts are not news
             if line != last:
                 self.stderr.write(line)
                 last = line
