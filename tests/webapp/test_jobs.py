@@ -87,7 +87,7 @@ def test_the_heartbeat_beats_in_phases_without_progress(queued):
     TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=old)
     import time
 
-    with services._Heartbeat(run.pk, interval=0.1):
+    with services._run_heartbeat(run.pk, interval=0.1):
         time.sleep(0.6)  # e.g. loading the encoder: no progress callback is called
     run.refresh_from_db()
     assert run.heartbeat_at > old + timezone.timedelta(minutes=59)

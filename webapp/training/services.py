@@ -17,7 +17,7 @@ import traceback
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -280,18 +280,17 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class _Heartbeat:
-    """Writes the run's heartbeat from a thread every few seconds, whatever phase the training is
-    in (loading the encoder, centroids, an epoch, evaluation, calibration, storing the artifact):
-    only a worker that is really gone goes silent and gets swept."""
+class _Beating:
+    """Calls ``beat`` from a thread every ``interval`` seconds until the block ends or ``beat``
+    returns False: a run's heartbeat, a promotion's lease. Not started inside a caller's transaction
+    (a test's): other connections could not see the rows it writes."""
 
-    def __init__(self, run_id: int, interval: float) -> None:
-        self.run_id, self.interval = run_id, interval
+    def __init__(self, name: str, beat: Callable[[], bool | None], interval: float) -> None:
+        self.name, self.beat, self.interval = name, beat, interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> "_Heartbeat":
-        # Inside a caller's transaction (a test's) other connections cannot see the run row.
+    def __enter__(self) -> "_Beating":
         if not transaction.get_connection().in_atomic_block:
             self._thread.start()
         return self
@@ -301,17 +300,28 @@ class _Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=self.interval + 5)
 
-    def _beat(self) -> None:
+    def _run(self) -> None:
         from django.db import connection
 
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+                    if self.beat() is False:
+                        return
                 except Exception:  # a busy database: the next beat tries again
-                    logger.warning("heartbeat of run %s could not be written", self.run_id, exc_info=True)
+                    logger.warning("%s could not be written", self.name, exc_info=True)
         finally:
             connection.close()  # this thread's own connection
+
+
+def _run_heartbeat(run_id: int, interval: float) -> _Beating:
+    """The run's heartbeat, written whatever phase the training is in (loading the encoder,
+    centroids, an epoch, evaluation, calibration, storing the artifact): only a worker that is
+    really gone goes silent and gets swept."""
+    def beat() -> None:
+        TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+    return _Beating(f"heartbeat of run {run_id}", beat, interval)
 
 
 def heartbeat_interval() -> float:
@@ -333,7 +343,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     root = logging.getLogger()
     root.addHandler(log)
     try:
-        with _Heartbeat(run_id, heartbeat_interval()):
+        with _run_heartbeat(run_id, heartbeat_interval()):
             outcome = _train_and_store(run_id, log)
     finally:
         root.removeHandler(log)
@@ -632,39 +642,11 @@ class _Lease:
             raise ValidationError({"promotion": LEASE_LOST})
 
 
-class _Renewal:
-    """Renews a lease from a thread every third of its term, so that one long step (an export, the
-    int8 check) does not outlive it. A lease already lost stays lost: ``check`` at the next step
-    and the switch's fence stop the promotion."""
-
-    def __init__(self, lease: _Lease) -> None:
-        self.lease, self.interval = lease, max(0.5, lease.seconds / 3)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease-promotion-{lease.promotion_id}", daemon=True)
-
-    def __enter__(self) -> "_Renewal":
-        # Inside a caller's transaction (a test's) other connections cannot see the rows.
-        if not transaction.get_connection().in_atomic_block:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-
-    def _renew(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    if not self.lease.renew():
-                        return
-                except Exception:  # a busy database: the next turn tries again
-                    logger.warning("the lease of promotion %s could not be renewed", self.lease.promotion_id, exc_info=True)
-        finally:
-            connection.close()  # this thread's own connection
+def _lease_renewal(lease: _Lease) -> _Beating:
+    """Renews the lease from a thread every third of its term, so that one long step (an export, the
+    int8 check) does not outlive it. A lease already lost stays lost: ``check`` at the next step and
+    the switch's fence stop the promotion."""
+    return _Beating(f"lease of promotion {lease.promotion_id}", lease.renew, max(0.5, lease.seconds / 3))
 
 
 @contextmanager
@@ -690,7 +672,7 @@ def _publishing_lock(promotion_id: int) -> Iterator[_Lease]:
         time.sleep(0.2)
     lease = _Lease(promotion_id, PromotionLock.objects.values_list("generation", flat=True).get(pk=1), seconds)
     try:
-        with _Renewal(lease):
+        with _lease_renewal(lease):
             yield lease
     finally:
         PromotionLock.objects.filter(pk=1, holder_id=promotion_id, generation=lease.generation).update(holder=None, expires_at=None)
