@@ -151,17 +151,12 @@ REASONS = {200: "OK", 201: "Created", 301: "Moved Permanently", 302: "Found", 30
 S3Failure = Callable[["FakeS3", Request], bytes]
 
 
-class FakeS3:
-    """An S3 endpoint holding one object (under any bucket and key) in one region, for a Server.
+class Recorder:
+    """A Server behaviour that keeps every request it receives and answers each with ``answer(request)``
+    (the raw HTTP answer, e.g. from http_answer)."""
 
-    As S3 does, it answers a request signed for another region with 301 PermanentRedirect and the
-    bucket's region in x-amz-bucket-region. Each of ``failing_gets`` answers one GET, in order,
-    before GETs get the object; every request is kept in ``requests``."""
-
-    def __init__(self, content: bytes, *, region: str = "us-east-1", failing_gets: Sequence[S3Failure] = ()) -> None:
-        self.content, self.region = content, region
-        self.etag = f'"{hashlib.md5(content).hexdigest()}"'
-        self.failing_gets = list(failing_gets)
+    def __init__(self, answer: Callable[[Request], bytes]) -> None:
+        self.answer = answer
         self.requests: list[Request] = []
 
     def __call__(self, connection: socket.socket, stop: threading.Event) -> None:
@@ -170,7 +165,21 @@ class FakeS3:
             self.requests.append(request)
             connection.sendall(self.answer(request))
 
-    def answer(self, request: Request) -> bytes:
+
+class FakeS3(Recorder):
+    """An S3 endpoint holding one object (under any bucket and key) in one region, for a Server.
+
+    As S3 does, it answers a request signed for another region with 301 PermanentRedirect and the
+    bucket's region in x-amz-bucket-region. Each of ``failing_gets`` answers one GET, in order,
+    before GETs get the object; every request is kept in ``requests``."""
+
+    def __init__(self, content: bytes, *, region: str = "us-east-1", failing_gets: Sequence[S3Failure] = ()) -> None:
+        super().__init__(self.object_answer)
+        self.content, self.region = content, region
+        self.etag = f'"{hashlib.md5(content).hexdigest()}"'
+        self.failing_gets = list(failing_gets)
+
+    def object_answer(self, request: Request) -> bytes:
         if signing_region(request) != self.region:
             return s3_error(301, "PermanentRedirect", {"x-amz-bucket-region": self.region})(self, request)
         if request.method == "GET" and self.failing_gets:
@@ -215,16 +224,3 @@ def redirect_to(location: str) -> S3Failure:
     return failure
 
 
-class Recorder:
-    """A Server behaviour that keeps every request it receives and answers each with ``answer(request)``
-    (the raw HTTP answer, e.g. from http_answer)."""
-
-    def __init__(self, answer: Callable[[Request], bytes]) -> None:
-        self.answer = answer
-        self.requests: list[Request] = []
-
-    def __call__(self, connection: socket.socket, stop: threading.Event) -> None:
-        request = read_request(connection)
-        if request is not None:
-            self.requests.append(request)
-            connection.sendall(self.answer(request))
