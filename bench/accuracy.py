@@ -1,6 +1,6 @@
 """Accuracy on CLINC150 (data_full.json): the default encoder beside the published references.
 
-    python bench/accuracy.py [--model var/models/clinc_full.pt] [--retrain] [--oos-mode threshold|class]
+    python -m bench.accuracy [--model var/models/clinc_full.pt] [--retrain] [--oos-mode threshold|class]
 
 Fine-tunes the default encoder with mlcore's default recipe on CLINC150's train split (unless the
 artifact at --model exists and --retrain is not given: then its recorded training figures are
@@ -9,16 +9,12 @@ shown), and scores it on the test split: 4,500 in-scope and 1,000 out-of-scope q
 
 from __future__ import annotations
 
-import argparse
 import resource
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from bench.common import REPO_ROOT as ROOT
 
 # The published figures the issue names: bert-tiny's in-scope accuracy, and BERT-large's from the
 # CLINC150 paper (Larson et al., 2019), whose out-of-scope recall is without and with a softmax threshold.
@@ -38,11 +34,12 @@ def train_model(path: Path, oos_mode: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("accuracy", __doc__, "section 1 (also run in section 14; its model is the one sections 4, 5, 13 and 15 read)")
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
     parser.add_argument("--retrain", action="store_true", help="train anew even if --model exists")
     parser.add_argument("--oos-mode", choices=("threshold", "class"), default="threshold")
     args = parser.parse_args()
+    keep_report("accuracy", args.output)
     model = Path(args.model)
     fresh = None
     if args.retrain or not model.exists():

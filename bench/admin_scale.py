@@ -1,8 +1,8 @@
 """How fast the admin's list pages answer with 100,000 utterances and 50,000 review items.
 
-    .venv/bin/python bench/admin_scale.py                      # a fresh SQLite file in a temporary folder
+    .venv/bin/python -m bench.admin_scale                      # a fresh SQLite file in a temporary folder
     createdb -h 127.0.0.1 -U postgres admin_scale
-    .venv/bin/python bench/admin_scale.py --database-url postgres://postgres@127.0.0.1:5432/admin_scale
+    .venv/bin/python -m bench.admin_scale --database-url postgres://postgres@127.0.0.1:5432/admin_scale
 
 Migrates the (fresh, empty) database, loads the rows with bulk inserts, then requests each list page
 with Django's test client, logged in as an ML engineer: one warm-up request, then the median of
@@ -12,7 +12,6 @@ deployed; the machine's load average is printed, since other jobs on it slow eve
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -26,8 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import argument_parser, command_line, keep_report
 
 BATCH = 2_000
 
@@ -182,12 +180,13 @@ def machine_line() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser("admin_scale", __doc__, "section 8")
     parser.add_argument("--database-url", help="a fresh, empty database (default: a new SQLite file in a temporary folder)")
     parser.add_argument("--utterances", type=int, default=100_000)
     parser.add_argument("--review-items", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=5, help="timed requests per page (the median is shown)")
     args = parser.parse_args()
+    keep_report("admin_scale", args.output)
 
     with tempfile.TemporaryDirectory(prefix="admin-scale-") as folder:
         configure(args.database_url, folder)
@@ -207,7 +206,7 @@ def main() -> None:
         client.force_login(engineer)
         load_average = " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
-        command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+        command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *command_line()])
         print(f"## Admin list pages at scale\n\n- date: {datetime.date.today().isoformat()}\n- machine: {machine_line()}\n"
               f"- database: {database_line()}, {args.utterances:,} utterances, {args.review_items:,} review items "
               f"(loaded in {loaded:.0f} s)\n- load average (1/5/15 min) when the timing started: {load_average}\n"

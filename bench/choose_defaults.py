@@ -1,6 +1,6 @@
 """How the training defaults were chosen: a few recipes on a small and a larger intent set.
 
-    python bench/choose_defaults.py
+    python -m bench.choose_defaults
 
 Small: 10 CLINC150 intents x 10 training examples (the size of a new project's first labels).
 Larger: all 150 intents x 20 examples. Each is scored on the test split of its intents.
@@ -9,15 +9,11 @@ Larger: all 150 intents x 20 examples. Each is scored on the test split of its i
 from __future__ import annotations
 
 import random
-import sys
 import time
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
-from mlcore.config import TrainConfig  # noqa: E402
-from mlcore.data import LabeledData, load_labeled_data  # noqa: E402
-from mlcore.train import train  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from mlcore.config import TrainConfig
+from mlcore.data import LabeledData, load_labeled_data
 
 RECIPES = {
     "common: lr 5e-5, random head, 3 epochs": dict(learning_rate=5e-5, head_init="random", min_train_steps=0),
@@ -39,6 +35,10 @@ def subset(data: LabeledData, intents: list[str], per_intent: int, seed: int = 0
 
 
 def main() -> None:
+    args = argument_parser("choose_defaults", __doc__, "section 2").parse_args()
+    keep_report("choose_defaults", args.output)
+    from mlcore.train import train
+
     full = load_labeled_data(CLINC_FULL)
     intents = sorted({e.intent for e in full.train})
     sets = {

@@ -1,7 +1,7 @@
 """Near-duplicate grouping of the review queue on CLINC150: how many decisions the queue needs with
 identical-text grouping and with near-duplicate grouping, and how pure the groups are.
 
-    python bench/grouping.py [--seed 0] [--per-intent 10] [--model var/models/clinc_k10_seed0.pt]
+    python -m bench.grouping [--seed 0] [--per-intent 10] [--model var/models/clinc_k10_seed0.pt]
 
 A model is trained with the default recipe on 10 examples per intent (the learning loop's seed
 set). Its sentence embeddings (what the worker stores for each review item) group the queries as
@@ -13,20 +13,16 @@ queries): the lowest at which at least 98% of grouped pairs share an intent. The
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
-from bench.learning_loop import seed_split  # noqa: E402
-from mlcore.grouping import leader_groups, pair_purity  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from bench.common import REPO_ROOT as ROOT
+from bench.learning_loop import seed_split
+from mlcore.grouping import leader_groups, pair_purity
 
 TARGET_PURITY = 0.98
 THRESHOLDS = [round(t, 2) for t in np.arange(0.50, 0.995, 0.01)]
@@ -81,11 +77,12 @@ def queries(examples, seed: int) -> tuple[list[str], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("grouping", __doc__, "section 12")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-intent", type=int, default=10)
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_k10_seed0.pt"))
     args = parser.parse_args()
+    keep_report("grouping", args.output)
     from mlcore.data import load_labeled_data
 
     data = load_labeled_data(CLINC_FULL)

@@ -2,6 +2,9 @@
 
 ``MeanPoolBertClassifier`` is a ``BertPreTrainedModel`` with mlcore's head (mean pooling and a
 linear layer), so ``from_pretrained`` and ``pipeline("text-classification")`` work on it.
+
+Not a script: bench/serving.py exports the model with it and bench/baseline_app.py serves it
+(BENCHMARKS.md, section 4).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What the in-scope score costs a warm request (issue 15): the same model exported with and without it.
 
-    python bench/in_scope_cost.py [--model var/models/clinc_full.pt] [--iterations 2000]
+    python -m bench.in_scope_cost [--model var/models/clinc_full.pt] [--iterations 2000]
 
-The model is the default recipe's on CLINC150 (`bench/accuracy.py --retrain`), whose artifact carries
+The model is the default recipe's on CLINC150 (`python -m bench.accuracy --retrain`), whose artifact carries
 the score's statistics. The copy without them is the same weights with the probability rule. Both
 are exported to ONNX (fp32 and int8, as a promotion does) and the call serving makes for one text,
 ``answer`` (tokenize, run the graph, calibrate, and for the scored model the distance in the graph
@@ -11,30 +11,27 @@ and the score's numpy), is timed alone in a tight loop, the four models taking t
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import header, machine  # noqa: E402
-from bench.serving import bare_calls_in_turns  # noqa: E402
+from bench.common import argument_parser, header, keep_report, machine
+from bench.common import REPO_ROOT as ROOT
+from bench.serving import bare_calls_in_turns
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("in_scope_cost", __doc__, "section 15")
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
     parser.add_argument("--iterations", type=int, default=2000)
     args = parser.parse_args()
+    keep_report("in_scope_cost", args.output)
     from mlcore.artifact import load_artifact, save_artifact
     from mlcore.onnx_export import export_onnx
     from mlcore.quantize import quantize_int8
 
     artifact = load_artifact(args.model)
     if "in_scope_rule" not in artifact:
-        raise SystemExit(f"{args.model} has no in-scope score: train it with today's defaults (`python bench/accuracy.py --retrain`).")
+        raise SystemExit(f"{args.model} has no in-scope score: train it with today's defaults (`python -m bench.accuracy --retrain`).")
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         save_artifact({k: v for k, v in artifact.items() if k != "in_scope_rule"}, folder / "plain.pt")

@@ -1,11 +1,11 @@
 """The learning loop, simulated: which review strategy buys the most accuracy per label?
 
-    python bench/learning_loop.py                          # CLINC150, K=10, rounds of 5 per intent
-    python bench/learning_loop.py --report --plot learning_loop_clinc150.png   # the tables, and the plot BENCHMARKS.md shows
-    python bench/learning_loop.py --data BANKING77 --rounds 2 --full   # the second data set
-    python bench/learning_loop.py --stability 10 20 40 80  # the recipe as labels grow (CLINC150, one seed)
-    python bench/learning_loop.py --full --strategies --seeds 0 1 --results var/bench/learning_loop_full.jsonl   # only full-data references
-    python bench/learning_loop.py --self-train --results var/bench/learning_loop_self_train.jsonl   # every retrain self-trains
+    python -m bench.learning_loop                          # CLINC150, K=10, rounds of 5 per intent
+    python -m bench.learning_loop --report --plot docs/learning_loop_clinc150.png   # the tables, and the plot BENCHMARKS.md shows
+    python -m bench.learning_loop --data BANKING77 --rounds 2 --full   # the second data set
+    python -m bench.learning_loop --stability 10 20 40 80  # the recipe as labels grow (CLINC150, one seed)
+    python -m bench.learning_loop --full --strategies --seeds 0 1 --results bench/results/learning_loop/full.jsonl   # only full-data references
+    python -m bench.learning_loop --self-train --results bench/results/learning_loop/self_train.jsonl   # every retrain self-trains
 
 A seed of K labels per intent trains the first model; the rest of the train split is the traffic.
 Each round the model scores the traffic, the serving rule routes the unsure predictions to the
@@ -17,8 +17,9 @@ run self-trains on: mlcore.self_training), and the new model is scored on the te
 of all the traffic, picked at random, as a user labeling by hand would.
 
 Every strategy of one seed starts from the same seed labels and the same first model. Results go
-to a JSON-lines file as they come (``--results``), so a long run can be read, or resumed, at any
-time: a (seed, strategy) pair already there is not run again.
+to a JSON-lines file as they come (``--results``, by default in bench/results/learning_loop/), so a
+long run can be read, or resumed, at any time: a (seed, strategy) pair already there is not run
+again.
 """
 
 from __future__ import annotations
@@ -27,25 +28,23 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import CLINC_FULL, RESULTS, argument_parser, header, keep_report
+from mlcore.config import TrainConfig
+from mlcore.data import Example, LabeledData, load_labeled_data
+from mlcore.review_strategy import STRATEGIES, review_order, routed, top_two
 
-from bench.common import CLINC_FULL, REPO_ROOT, header  # noqa: E402
-from mlcore.config import TrainConfig  # noqa: E402
-from mlcore.data import Example, LabeledData, load_labeled_data  # noqa: E402
-from mlcore.predictor import Predictor  # noqa: E402
-from mlcore.review_strategy import STRATEGIES, review_order, routed, top_two  # noqa: E402
-from mlcore.train import train  # noqa: E402
+if TYPE_CHECKING:
+    from mlcore.predictor import Predictor
 
-DEFAULT_RESULTS = REPO_ROOT / "var" / "bench" / "learning_loop.jsonl"
+DEFAULT_RESULTS = RESULTS / "learning_loop" / "learning_loop.jsonl"
 ALL_STRATEGIES = ("random", *STRATEGIES)
 
 
@@ -91,6 +90,11 @@ SELF_TRAIN = False
 
 
 def retrain(data: LabeledData, labeled: list[Example], seed: int, unlabeled: list[Example] = ()) -> tuple[Predictor, dict]:
+    import torch
+
+    from mlcore.predictor import Predictor
+    from mlcore.train import train
+
     started = time.monotonic()
     texts = [e.text for e in unlabeled] if SELF_TRAIN else []
     result = train(TrainConfig(**{**RECIPE, "seed": seed}), replace(data, train=labeled, oos_test=[], unlabeled=texts))
@@ -148,9 +152,9 @@ def run_chain(data, labeled, traffic, first, *, strategy, seed, rounds, budget, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser("learning_loop", __doc__, "section 11 (its tables and both plots; the self-training subsections also use bench.self_training)")
     parser.add_argument("--data", default="CLINC150",
-                        help="CLINC150, BANKING77 (fetched by bench/banking77.py), or a labeled file with train, val and test splits")
+                        help="CLINC150, BANKING77 (fetched by python -m bench.banking77), or a labeled file with train, val and test splits")
     parser.add_argument("--name", default=None, help="the data set's name in the results (default: --data)")
     parser.add_argument("--seed-per-intent", type=int, default=10)
     parser.add_argument("--round-per-intent", type=int, default=5)
@@ -160,14 +164,15 @@ def main() -> None:
                         help="none, with --full: only the full-data references")
     parser.add_argument("--intents", type=int, default=0, help="keep only the first N intents (0: all)")
     parser.add_argument("--full", action="store_true", help="also train the full-data reference, once per seed (the recipe's seed)")
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS),
+                        help="the JSON-lines file of the records (default: bench/results/learning_loop/learning_loop.jsonl)")
     parser.add_argument("--full-accuracy", type=float, default=None,
                         help="with --report and no --full run in the results: the full-data model's test accuracy, "
-                             "measured elsewhere (e.g. bench/accuracy.py --retrain)")
+                             "measured elsewhere (e.g. python -m bench.accuracy --retrain)")
     parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     parser.add_argument("--plot", type=Path, default=None,
                         help="where the plot goes (default: beside --results, named like it); BENCHMARKS.md's images "
-                             "are learning_loop_clinc150.png and learning_loop_banking77.png")
+                             "are docs/learning_loop_clinc150.png and docs/learning_loop_banking77.png")
     parser.add_argument("--stability", type=int, nargs="*", metavar="K",
                         help="instead: the recipe on the first K labels per intent of one seed (nested sets), e.g. 10 20 40 80")
     parser.add_argument("--set", type=recipe_value, action="append", default=[], metavar="KEY=VALUE",
@@ -177,6 +182,7 @@ def main() -> None:
     parser.add_argument("--self-train", action="store_true",
                         help="give every retrain the unlabeled traffic to self-train on (use its own --results file)")
     args = parser.parse_args()
+    keep_report("learning_loop", args.output)
     global ROUTE, SELF_TRAIN
     ROUTE, SELF_TRAIN = args.route, args.self_train
     RECIPE.update(dict(args.set))

@@ -1,6 +1,6 @@
 """Load runs with real servers: the serving app under wrk, and the Django API under concurrent clients.
 
-    python bench/load.py [--model var/models/demo.pt] [--serving-seconds 60] [--api-seconds 30] [--api-clients 16]
+    python -m bench.load [--model var/models/demo.pt] [--serving-seconds 60] [--api-seconds 30] [--api-clients 16]
                          [--database-url postgres://postgres@127.0.0.1:5432/NAME]
 
 Needs `wrk` (Debian: apt-get install wrk). Without --model it fine-tunes the default encoder on the
@@ -13,7 +13,6 @@ request gets the status its input deserves (a bad input a 400, never a 500).
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -31,10 +30,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
-
-from bench.common import header  # noqa: E402
+from bench.common import argument_parser, header, keep_report
+from bench.common import REPO_ROOT as ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -189,7 +186,7 @@ def api_load(port: int, tokens: dict[str, str], seconds: float, clients: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser("load", __doc__, "section 10 (and its row in section 9)")
     parser.add_argument("--model", help="a .pt artifact to serve (default: train one on the demo data)")
     parser.add_argument("--serving-seconds", type=int, default=60)
     parser.add_argument("--connections", type=int, default=8)
@@ -199,6 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    keep_report("load", args.output)
     work = Path(tempfile.mkdtemp(prefix="intentflow-load-"))
     processes = []
     try:

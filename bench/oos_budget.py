@@ -1,6 +1,6 @@
 """The review budget of the in-scope score, chosen on CLINC150's validation split (issue 15).
 
-    python bench/oos_budget.py [--model var/models/clinc_full.pt]
+    python -m bench.oos_budget [--model var/models/clinc_full.pt]
 
 For both logit parts of the score (energy, max logit; each + Mahalanobis) fitted on the model's
 in-scope validation texts as training fits it, the validation AUROC and the out-of-scope recall on
@@ -10,22 +10,17 @@ Only the validation split is read: the test split is scored once, by the trainin
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from bench.common import REPO_ROOT as ROOT
 
 BUDGETS = (0.04, 0.05, 0.06, 0.07, 0.08, 0.10)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("oos_budget", __doc__, "section 13 (The threshold rule, settled on validation, and the score in the product)")
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
     args = parser.parse_args()
+    keep_report("oos_budget", args.output)
     from mlcore.data import load_labeled_data
     from mlcore.metrics import auroc
     from mlcore.ood import InScopeScorer
@@ -33,7 +28,7 @@ def main() -> None:
 
     predictor = Predictor.from_file(args.model)
     if predictor.scorer is None:
-        raise SystemExit(f"{args.model} has no in-scope score: train it with today's defaults (`python bench/accuracy.py --retrain`).")
+        raise SystemExit(f"{args.model} has no in-scope score: train it with today's defaults (`python -m bench.accuracy --retrain`).")
     data = load_labeled_data(CLINC_FULL)
     in_scope = predictor.outputs([e.text for e in data.val], batch_size=128)
     out_of_scope = predictor.outputs([e.text for e in data.oos_train + data.oos_val], batch_size=128)

@@ -1,8 +1,8 @@
 """Out-of-scope scores on CLINC150 beyond the maximum calibrated probability (issue 15, first step).
 
-    python bench/oos_scores.py [--model var/models/clinc_full.pt]
+    python -m bench.oos_scores [--model var/models/clinc_full.pt]
 
-The model is the default recipe's on all of CLINC150 (make it with `bench/accuracy.py --retrain`).
+The model is the default recipe's on all of CLINC150 (make it with `python -m bench.accuracy --retrain`).
 Every candidate of mlcore/ood.py is fitted on the training split, standardised on the in-scope
 validation texts where combined, and given the threshold the training run's rule picks
 (mlcore.ood.balanced_threshold) on the validation texts with the out-of-scope rows the run uses to
@@ -14,17 +14,13 @@ candidate, after the choice.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from bench.common import REPO_ROOT as ROOT
 
 TIE = 0.0005
 
@@ -47,11 +43,12 @@ def embeddings_and_logits(predictor, texts: list[str]) -> tuple[np.ndarray, np.n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("oos_scores", __doc__, "section 13")
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
     args = parser.parse_args()
     if not Path(args.model).exists():
-        raise SystemExit(f"No model at {args.model}: make it with `python bench/accuracy.py --retrain`.")
+        raise SystemExit(f"No model at {args.model}: make it with `python -m bench.accuracy --retrain`.")
+    keep_report("oos_scores", args.output)
     from mlcore.data import load_labeled_data
     from mlcore.metrics import auroc, softmax
     from mlcore.ood import MahalanobisScorer, Standardiser, balanced_threshold, combined, energy, max_logit, nearest_neighbour

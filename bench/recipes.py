@@ -1,12 +1,12 @@
-"""Training recipes for issue 15 (97% on CLINC150 with the default encoder), on the full CLINC150.
+"""Training recipes for issue 15 (its accuracy target on CLINC150 with the default encoder), on the full CLINC150.
 
-    python bench/recipes.py [--only NAME ...] [--data PATH | --demo | --few-shot] [--seeds N]
+    python -m bench.recipes [--only NAME ...] [--data PATH | --demo | --few-shot] [--seeds N]
 
---data takes another labeled file in CLINC150's layout, e.g. BANKING77 (`python bench/banking77.py`
+--data takes another labeled file in CLINC150's layout, e.g. BANKING77 (`python -m bench.banking77`
 writes var/cache/banking77.json): a data set the recipes are not tuned on, to see whether a change
 that wins on CLINC150's validation split holds there too. --demo trains on the demo set shipped
 with the project (no validation or test split of its own: the run splits off a tenth to validate);
---few-shot on 10 CLINC150 intents x 10 training examples (bench/choose_defaults.py's small set),
+--few-shot on 10 CLINC150 intents x 10 training examples (bench.choose_defaults's small set),
 with their validation and test splits and CLINC150's out-of-scope rows.
 
 --seeds N repeats the run N times, each with its own seed s = 0..N-1: the training seed is
@@ -23,15 +23,11 @@ time of today's recipe measured in the same run.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from bench.common import REPO_ROOT as ROOT
 
 # The recipe before issue 15 (plain cross-entropy, the calibrated probability as the review rule),
 # spelled out since the defaults changed; every candidate is it with one change.
@@ -135,7 +131,7 @@ def print_summary(rows: dict[str, list[tuple[dict, dict | None]]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("recipes", __doc__, "section 14")
     parser.add_argument("--only", nargs="*", choices=list(CANDIDATES), help="run only these (today's recipe always runs, for the time)")
     parser.add_argument("--no-baseline", action="store_true", help="do not train today's recipe first (no time ratio)")
     parser.add_argument("--data", default=str(CLINC_FULL), help="a labeled file in CLINC150's layout (default: CLINC150)")
@@ -144,6 +140,7 @@ def main() -> None:
     shape.add_argument("--few-shot", action="store_true", help="10 intents x 10 examples of --data instead")
     parser.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds and summarise (default 1)")
     args = parser.parse_args()
+    keep_report("recipes", args.output)
     from mlcore.config import TrainConfig
     from mlcore.train import train
 

@@ -1,6 +1,6 @@
 """How much of CLINC150's test traffic the serving app would send to the review queue.
 
-    python bench/review_routing.py [--model var/models/clinc_full.pt] [--margin 0.1]
+    python -m bench.review_routing [--model var/models/clinc_full.pt] [--margin 0.1]
 
 Uses the serving path itself (the ONNX export and the routing rule of lambda/serving_review.py)
 at the model's recommended threshold, on the 4,500 in-scope and 1,000 out-of-scope test queries.
@@ -8,22 +8,19 @@ at the model's recommended threshold, on the 4,500 in-scope and 1,000 out-of-sco
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "lambda")]
+from bench.common import CLINC_FULL, argument_parser, header, keep_report, serving_modules_importable
+from bench.common import REPO_ROOT as ROOT
 
-from bench.common import CLINC_FULL, header  # noqa: E402
-from mlcore.data import load_labeled_data  # noqa: E402
-from mlcore.onnx_export import export_onnx  # noqa: E402
-from mlcore.onnx_predictor import OnnxPredictor  # noqa: E402
-from serving_review import ReviewRouter  # noqa: E402
+if TYPE_CHECKING:
+    from mlcore.onnx_predictor import OnnxPredictor
 
 
-def routed_share(predictor: OnnxPredictor, texts: list[str], router: ReviewRouter) -> float:
+def routed_share(predictor: OnnxPredictor, texts: list[str], router) -> float:
+    """The share of ``texts`` that ``router`` (serving_review.ReviewRouter) sends to review."""
     routed = 0
     for prediction in predictor.predict(texts):
         second = prediction.distribution[1][1] if len(prediction.distribution) > 1 else 0.0
@@ -32,10 +29,18 @@ def routed_share(predictor: OnnxPredictor, texts: list[str], router: ReviewRoute
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("review_routing", __doc__, "section 5")
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
     parser.add_argument("--margin", type=float, default=0.1, help="an AMBIGUITY_MARGIN to measure beside the plain threshold")
     args = parser.parse_args()
+    keep_report("review_routing", args.output)
+    from mlcore.data import load_labeled_data
+    from mlcore.onnx_export import export_onnx
+    from mlcore.onnx_predictor import OnnxPredictor
+
+    serving_modules_importable()
+    from serving_review import ReviewRouter
+
     data = load_labeled_data(CLINC_FULL)
     with tempfile.TemporaryDirectory() as folder:
         predictor = OnnxPredictor.from_file(export_onnx(args.model, Path(folder) / "model.onnx"))

@@ -1,7 +1,7 @@
 """A probe: does training on the loop's confident traffic (pseudo-labels) close the gap to full data?
 
-    python bench/self_training.py --seeds 0 1 2                      # CLINC150: the shipped order's two rounds, then one self-trained retrain
-    python bench/self_training.py --data BANKING77 --seeds 0 1 2 --results var/bench/self_training_banking77.jsonl
+    python -m bench.self_training --seeds 0 1 2                      # CLINC150: the shipped order's two rounds, then one self-trained retrain
+    python -m bench.self_training --data BANKING77 --seeds 0 1 2 --results bench/results/self_training/banking77.jsonl
 
 It replays the learning loop's shipped chain (a seed of 10 labels per intent, then rounds of 5 per
 intent in the queue's order), and gives the last round's run the traffic not labeled yet as
@@ -14,24 +14,20 @@ figures are recorded. Validation decides; test reports.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import learning_loop as loop  # noqa: E402
-from bench.common import REPO_ROOT  # noqa: E402
-from mlcore.config import TrainConfig  # noqa: E402
-from mlcore.data import load_labeled_data  # noqa: E402
+from bench import learning_loop as loop
+from bench.common import RESULTS, argument_parser, keep_report
+from mlcore.config import TrainConfig
+from mlcore.data import load_labeled_data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="CLINC150", help="CLINC150, BANKING77 (bench/banking77.py), or a labeled file")
+    parser = argument_parser("self_training", __doc__, "section 11 (the self-training subsections)")
+    parser.add_argument("--data", default="CLINC150", help="CLINC150, BANKING77 (python -m bench.banking77), or a labeled file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--strategy", default="confidence")
     parser.add_argument("--rounds", type=int, default=2)
@@ -39,9 +35,11 @@ def main() -> None:
                         help="at most this many pseudo-labels per reviewed label (TrainConfig.pseudo_label_ratio)")
     parser.add_argument("--samples", type=int, default=None,
                         help="give the run a random N of the traffic not labeled (serving's random share), not all of it")
-    parser.add_argument("--results", default=str(REPO_ROOT / "var" / "bench" / "self_training.jsonl"))
+    parser.add_argument("--results", default=str(RESULTS / "self_training" / "self_training.jsonl"),
+                        help="the JSON-lines file of the records (default: bench/results/self_training/self_training.jsonl)")
     parser.add_argument("--report", action="store_true", help="only print the table from the results so far")
     args = parser.parse_args()
+    keep_report("self_training", args.output)
     if args.ratio != TrainConfig().pseudo_label_ratio:
         loop.RECIPE["pseudo_label_ratio"] = args.ratio
     if args.report:

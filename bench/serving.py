@@ -1,8 +1,8 @@
 """Serving benchmarks: int8 against fp32 (accuracy, warm latency, cold start from S3, bytes fetched,
 throughput under load), beside the transformers baseline, all in one run.
 
-    python bench/serving.py [--model var/models/clinc_full.pt] [--iterations 300] [--load-seconds 10]
-    python bench/serving.py --handler-only [--iterations 2000] [--rounds 3]   # a few minutes
+    python -m bench.serving [--model var/models/clinc_full.pt] [--iterations 300] [--load-seconds 10]
+    python -m bench.serving --handler-only [--iterations 2000] [--rounds 3]
 
 The model is the default encoder fine-tuned on CLINC150 (section 1 of BENCHMARKS.md). Ours is
 lambda/app.py serving its ONNX export (int8 as promotion makes it, and fp32) through the Mangum
@@ -13,11 +13,14 @@ handler with API Gateway v2 events; the baseline serves the same weights with tr
 --handler-only measures one thing: what the Lambda handler adds to the bare model call it wraps,
 the two timed in alternating turns in one process. Without --model's file it trains a stand-in
 with the same graph first (see stand_in_model; kept in bench/results/serving/ for the next run).
+How long each run takes: BENCHMARKS.md, section 4.
+
+Its exports, the baseline's model directory and the stand-in go to bench/results/serving/, with a
+copy of the printed report (--output); the figures of a whole run also go to stderr as one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,10 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "lambda"), str(ROOT / "tests" / "serving")]
-
-from bench.common import CLINC_FULL, header  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report, results_dir, serving_modules_importable
+from bench.common import REPO_ROOT as ROOT
 
 TEXT = "what is the balance of my checking account"
 
@@ -82,10 +83,12 @@ def bare_calls_in_turns(paths: list[Path], iterations: int, rounds: int = 5, met
     return [percentiles(bucket) for bucket in samples]
 
 
+# One cold start in a fresh process: the task root first on its path (the code as the image lays it
+# out), then the repository root (bench.events, and bench.baseline_app for the baseline).
 COLD = """
 import json, sys, time
 sys.path[:0] = {paths!r}
-from events import http_api_v2, FakeContext
+from bench.events import http_api_v2, FakeContext
 import {module} as served
 response = served.handler(http_api_v2("POST", "/classify", {{"text": {text!r}}}), FakeContext())
 assert response["statusCode"] == 200, response
@@ -108,7 +111,7 @@ def task_root(work: Path) -> Path:
 
 
 def cold_start(module: str, env: dict, runs: int, code_root: Path) -> dict:
-    code = COLD.format(paths=[str(code_root), str(ROOT / "tests" / "serving"), str(ROOT / "bench"), str(ROOT)], module=module, text=TEXT)
+    code = COLD.format(paths=[str(code_root), str(ROOT)], module=module, text=TEXT)
     walls, last = [], {}
     for _ in range(runs):
         started = time.perf_counter()
@@ -251,7 +254,7 @@ def quantize_static_int8(fp32_path: Path, out_path: Path, texts: list[str]) -> P
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     # The matrix multiplications only, as dynamic quantization does: quantizing every operator
     # (softmax, the additive attention mask, LayerNorm) to per-tensor uint8 ranges broke the model
-    # (22.6% accuracy in a first run).
+    # (BENCHMARKS.md, section 4).
     quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     prepared.unlink()
@@ -284,10 +287,10 @@ def static_against_dynamic(fp32_path: Path, dynamic_path: Path, data_path: Path,
 
 
 def stand_in_model(path: Path) -> Path:
-    """A model with the graph of section 1's, without its hour of training: the default encoder,
-    one epoch on 20 texts per intent of CLINC150's training split, validated on its validation
-    split (150 intents, and the in-scope score, as the default recipe fits it). A warm call's
-    cost is the graph's (the encoder, the 150-intent head, the score), not what it learned."""
+    """A model with the graph of section 1's (BENCHMARKS.md), without its long training: the default
+    encoder, one epoch on 20 texts per intent of CLINC150's training split, validated on its
+    validation split (150 intents, and the in-scope score, as the default recipe fits it). A warm
+    call's cost is the graph's (the encoder, the 150-intent head, the score), not what it learned."""
     from dataclasses import replace
 
     from mlcore.config import TrainConfig
@@ -317,7 +320,7 @@ def handler_only(args, work: Path) -> None:
 
     model = Path(args.model)
     trained_here = not model.exists()
-    if trained_here:  # a stand-in trained by an earlier run is used again (about 5 minutes to train on 2 cores)
+    if trained_here:  # a stand-in trained by an earlier run is used again (its training time: BENCHMARKS.md, section 4)
         model = work / "stand-in.pt"
         if not model.exists():
             started = time.perf_counter()
@@ -325,8 +328,10 @@ def handler_only(args, work: Path) -> None:
             print(f"(no {args.model}: trained a stand-in with the same graph in {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     int8_path = quantize_int8(export_onnx(model, work / "model.onnx"), work / "model.int8.onnx")
     os.environ.update({"MODEL_URI": str(int8_path), "LOG_LEVEL": "WARNING", "REVIEW_AUDIT_RATE": "0", "TRAFFIC_SAMPLE_RATE": "0"})
+    serving_modules_importable()
     import app
-    from events import FakeContext, http_api_v2
+
+    from bench.events import FakeContext, http_api_v2
 
     logging.getLogger("serving.request").setLevel(logging.WARNING)
     event = http_api_v2("POST", "/classify", {"text": TEXT})
@@ -335,7 +340,7 @@ def handler_only(args, work: Path) -> None:
     rounds = [timed(lambda: app.handler(event, FakeContext()), lambda: predictor.answer([TEXT]), iterations=args.iterations)
               for _ in range(args.rounds)]
     print(header("Serving: the handler against the bare call"))
-    source = "a stand-in with the same graph (bench/serving.py: stand_in_model)" if trained_here else args.model
+    source = "a stand-in with the same graph (bench.serving: stand_in_model)" if trained_here else args.model
     print(f"model: {source}, int8; {args.iterations} alternating turns per round, {args.rounds} rounds; LOG_LEVEL=WARNING.\n")
     print("| round | handler p50 (ms) | bare p50 (ms) | handler p95 (ms) | bare p95 (ms) | handler / bare, p50 |\n| --- | --- | --- | --- | --- | --- |")
     for number, (handler, bare) in enumerate(rounds, 1):
@@ -348,18 +353,18 @@ def handler_only(args, work: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("serving", __doc__, "section 4 (--handler-only: its first subsection, One request path)")
     parser.add_argument("--model", default=str(ROOT / "var/models/clinc_full.pt"))
-    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/clinc150/data_full.json"), help="scores fp32 and int8 on its test split")
+    parser.add_argument("--data", default=str(CLINC_FULL), help="scores fp32 and int8 on its test split")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--load-seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--handler-only", action="store_true", help="only the handler against the bare call it wraps (a few minutes)")
+    parser.add_argument("--handler-only", action="store_true", help="only the handler against the bare call it wraps")
     parser.add_argument("--rounds", type=int, default=3, help="--handler-only: how many times to repeat the alternating turns")
     args = parser.parse_args()
-    work = ROOT / "bench" / "results" / "serving"
-    work.mkdir(parents=True, exist_ok=True)
+    work = results_dir("serving")
+    keep_report("serving", args.output)
     if args.handler_only:
         handler_only(args, work)
         return
@@ -403,7 +408,7 @@ def main() -> None:
         cold = {
             "int8": cold_start("app", {**s3_env, "MODEL_URI": "s3://models/int8/model.onnx"}, args.cold_runs, code_root),
             "fp32": cold_start("app", {**s3_env, "MODEL_URI": "s3://models/fp32/model.onnx"}, args.cold_runs, code_root),
-            "baseline": cold_start("baseline_app", {**s3_env, "BASELINE_MODEL_S3": "s3://models/hf/"}, args.cold_runs, code_root),
+            "baseline": cold_start("bench.baseline_app", {**s3_env, "BASELINE_MODEL_S3": "s3://models/hf/"}, args.cold_runs, code_root),
         }
     finally:
         moto.terminate()
@@ -416,8 +421,10 @@ def main() -> None:
 
     bare_fp32, bare_fused_fp32, bare_int8_alone = bare_calls_in_turns([before_path, fp32_path, int8_path], args.iterations)
     os.environ.update({"MODEL_URI": str(int8_path), "LOG_LEVEL": "WARNING"})
+    serving_modules_importable()
     import app
-    from events import FakeContext, http_api_v2
+
+    from bench.events import FakeContext, http_api_v2
 
     logging.getLogger("serving.request").setLevel(logging.WARNING)
     event = http_api_v2("POST", "/classify", {"text": TEXT})

@@ -1,6 +1,6 @@
 """Training throughput and accuracy: mlcore against a plain Hugging Face Trainer script.
 
-    python bench/training_throughput.py [--intents 50] [--epochs 3] [--batch-size 32]
+    python -m bench.training_throughput [--intents 50] [--epochs 3] [--batch-size 32]
 
 Same data (the first N CLINC150 intents: their train split to train, their test split to score),
 same base model (the default all-MiniLM-L6-v2), same epochs and batch size. The plain script uses
@@ -11,18 +11,13 @@ up to a trained model in memory; scoring the test split is not timed.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import CLINC_FULL, header  # noqa: E402
-from mlcore.base_model import default_model_dir  # noqa: E402
-from mlcore.config import TrainConfig  # noqa: E402
-from mlcore.data import load_labeled_data, select_intents  # noqa: E402
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
+from mlcore.base_model import default_model_dir
+from mlcore.config import TrainConfig
+from mlcore.data import load_labeled_data, select_intents
 
 
 def plain_trainer(data, epochs: int, batch_size: int) -> tuple[float, float]:
@@ -71,11 +66,12 @@ def ours(data, epochs: int, batch_size: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser("training_throughput", __doc__, "section 3")
     parser.add_argument("--intents", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    keep_report("training_throughput", args.output)
     full = load_labeled_data(CLINC_FULL)
     data = select_intents(full, sorted({e.intent for e in full.train})[: args.intents])
     data.oos_train, data.oos_val, data.oos_test = [], [], []

@@ -183,12 +183,18 @@ def test_the_gate_refuses_a_worse_model_and_records_an_override(trained, ml_engi
     assert promotion.previous_heldout_accuracy == pytest.approx(good.heldout_report["accuracy"])
 
 
-def test_the_gate_rescores_the_promoted_model_on_new_held_out_questions(trained, ml_engineer, serving_path):
+def promoted_then_retrained_on_more_held_out(trained, user) -> tuple:
+    """A promoted run, then a run trained after ten more utterances were held out: the two were
+    evaluated on different held-out questions, so the gate re-scores the first."""
     first = trained()
-    services.model_promote(run=first, user=ml_engineer)
+    services.model_promote(run=first, user=user)
     extra = Utterance.objects.filter(is_held_out=False).order_by("id")[:10]
-    labeling.utterances_set_held_out(utterances=Utterance.objects.filter(pk__in=[u.pk for u in extra]), held_out=True, user=ml_engineer)
-    second = trained()
+    labeling.utterances_set_held_out(utterances=Utterance.objects.filter(pk__in=[u.pk for u in extra]), held_out=True, user=user)
+    return first, trained()
+
+
+def test_the_gate_rescores_the_promoted_model_on_new_held_out_questions(trained, ml_engineer, serving_path):
+    first, second = promoted_then_retrained_on_more_held_out(trained, ml_engineer)
     assert second.snapshot.heldout_count == 40
     promotion = services.model_promote(run=second, user=ml_engineer, override_reason="if needed")
     assert promotion.previous_heldout_accuracy is not None  # the first model, scored on the 40 questions
@@ -218,11 +224,7 @@ def test_a_model_that_knows_none_of_the_intents_answers_none_of_the_questions(tr
 
 
 def test_the_gate_asks_for_a_reason_when_production_cannot_be_scored_and_takes_one(trained, ml_engineer, serving_path):
-    first = trained()
-    services.model_promote(run=first, user=ml_engineer)
-    extra = Utterance.objects.filter(is_held_out=False).order_by("id")[:10]
-    labeling.utterances_set_held_out(utterances=Utterance.objects.filter(pk__in=[u.pk for u in extra]), held_out=True, user=ml_engineer)
-    second = trained()
+    first, second = promoted_then_retrained_on_more_held_out(trained, ml_engineer)
     with first.artifact.open("wb") as handle:  # production's stored artifact is lost: it cannot be re-scored
         handle.write(b"not a model")
     with pytest.raises(ValidationError, match=f"The promoted run #{first.pk} cannot be scored .* Give a reason"):
