@@ -14,6 +14,7 @@ from tests.webapp_fixtures import make_user, review_event
 from webapp.labeling.models import Intent, Utterance
 from webapp.labeling.roles import LABELERS
 from webapp.review import services
+from webapp.review.services import grouping
 from webapp.review.models import ReviewDecision, ReviewItem
 
 SCREEN = "/admin/review/reviewitem/label/"
@@ -283,7 +284,7 @@ def test_grouping_never_moves_a_leased_item(intents, ingest, labeler, leased):
     fresh = ingest("whats my balance please", model_version="v1")
     if leased:  # a reviewer holds its group (identical texts) before the worker embeds it
         ReviewItem.objects.filter(pk=fresh.pk).update(leased_by=labeler, leased_until=timezone.now() + timezone.timedelta(minutes=5))
-    services._join_groups("v1", [fresh], np.array([vector]), 0.9)
+    grouping._join_groups("v1", [fresh], np.array([vector]), 0.9)
     fresh.refresh_from_db()
     assert (fresh.group_key == leader.group_key) is not leased
 

@@ -15,6 +15,7 @@ from django.db import connection
 
 from webapp.labeling.models import Intent, Utterance
 from webapp.review import services
+from webapp.review.services import drain
 from webapp.review.models import ReviewItem
 from tests.webapp_fixtures import review_event, traffic_sample
 
@@ -402,12 +403,12 @@ SERVING_KEYS = ("type", "prediction_id", "report_id", "text", "distribution", "m
 def test_any_json_message_is_stored_or_refused_alone_never_raises(db, message):
     # The drain's and the replay's isolation in one property: whatever a message holds, ingesting
     # it ends in one of four outcomes, and nothing escapes to stop the batch.
-    assert services._ingest_one(message, where="generated") in ("created", "duplicates", "malformed", "failed")
+    assert drain._ingest_one(message, where="generated") in ("created", "duplicates", "malformed", "failed")
 
 
 def test_a_malformed_message_reaches_the_dead_letter_queue(db, review_queue, monkeypatch):
     sqs, queue_url, dead = review_queue("review-poison", max_receives=2, visibility=0)
-    monkeypatch.setattr(services, "MALFORMED_MESSAGE_HIDE_SECONDS", 0)  # visible again at once, for the next drain
+    monkeypatch.setattr(drain, "MALFORMED_MESSAGE_HIDE_SECONDS", 0)  # visible again at once, for the next drain
     sqs.send_message(QueueUrl=queue_url, MessageBody="{not json")
     for _ in range(3):  # SQS moves it after its second receive
         services.review_queue_drain()
