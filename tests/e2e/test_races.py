@@ -63,22 +63,23 @@ LEASE_SECONDS = 2
 
 PROMOTE = """
 from webapp.training import services
+from webapp.training.services import promotion as steps
 settings.PROMOTION_LOCK_SECONDS = {lease}
 stall_at = os.environ.get("STALL_AT")
 if stall_at:  # announce the step, then go on slowly: the test freezes this process there (SIGSTOP)
-    original = getattr(services, stall_at)
+    original = getattr(steps, stall_at)
     def announced(*args, **kwargs):
         result = original(*args, **kwargs)
         open(os.environ["MARKER"], "w").close()
         time.sleep(1.0)
         return result
-    setattr(services, stall_at, announced)
+    setattr(steps, stall_at, announced)
 promotion = services.model_promote_execute(promotion_id=int(os.environ["PROMOTION_ID"]))
 print("RESULT", promotion.status, promotion.error_message)
 """
 
 
-@pytest.mark.parametrize("step", ["serving_export", "_publish_version"])
+@pytest.mark.parametrize("step", ["serving_export", "publish_version"])
 def test_a_frozen_promotion_that_outlived_its_lease_leaves_the_other_ones_model_live(trained, ml_engineer, serving_path, tmp_path, step):
     from webapp.training import services
     from webapp.training.models import Promotion, PromotionLock

@@ -5,6 +5,7 @@ import pytest
 from django.utils import timezone
 
 from webapp.training import services
+from webapp.training.services import worker
 from webapp.training.models import TrainingRun
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -67,14 +68,14 @@ def test_opening_the_run_pages_writes_nothing(client, ml_engineer, queued):
 
 def test_a_swept_run_is_not_flipped_back_by_its_worker(queued, monkeypatch):
     run = queued()
-    original = services._train_and_store
+    original = worker._train_and_store
 
     def train_while_swept(run_id, log):
         outcome = original(run_id, log)
         TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.FAILED, error_message="swept: presumed dead")
         return outcome
 
-    monkeypatch.setattr(services, "_train_and_store", train_while_swept)
+    monkeypatch.setattr(worker, "_train_and_store", train_while_swept)
     services.training_run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and run.error_message == "swept: presumed dead"
@@ -87,7 +88,7 @@ def test_the_heartbeat_beats_in_phases_without_progress(queued):
     TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=old)
     import time
 
-    with services._run_heartbeat(run.pk, interval=0.1):
+    with worker._run_heartbeat(run.pk, interval=0.1):
         time.sleep(0.6)  # e.g. loading the encoder: no progress callback is called
     run.refresh_from_db()
     assert run.heartbeat_at > old + timezone.timedelta(minutes=59)

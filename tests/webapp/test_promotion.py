@@ -9,6 +9,8 @@ from django.db import connection
 
 from mlcore.artifact import file_sha256
 from webapp.training import services
+from webapp.training.services import promotion as steps
+from webapp.training.services import publishing
 from webapp.training.models import Promotion, PromotionLock, TrainingRun
 
 
@@ -31,28 +33,28 @@ def assert_consistent(serving_path, expected_run: TrainingRun | None) -> None:
 
 
 def fail_on_entry(monkeypatch, name: str) -> None:
-    original = getattr(services, name)
+    original = getattr(steps, name)
 
     def injected(*args, **kwargs):
         raise RuntimeError(f"injected failure before {name}")
 
-    monkeypatch.setattr(services, name, injected)
+    monkeypatch.setattr(steps, name, injected)
     assert original is not injected
 
 
 def fail_switching_onnx(monkeypatch, serving_path) -> None:
     """The .pt record is already switched; the copy that serving watches fails."""
-    original = services.storage_copy
+    original = publishing.storage_copy
 
     def copy(source_uri, target_uri):
         if target_uri == str(serving_path.with_suffix(".onnx")):
             raise OSError("injected failure switching model.onnx")
         return original(source_uri, target_uri)
 
-    monkeypatch.setattr(services, "storage_copy", copy)
+    monkeypatch.setattr(publishing, "storage_copy", copy)
 
 
-STEPS = ["_verify_artifact", "_apply_gate", "serving_export", "_choose_precision", "_publish_version", "_previous_version",
+STEPS = ["_verify_artifact", "_apply_gate", "serving_export", "_choose_precision", "publish_version", "previous_version",
          "_switch_and_record", "switch model.onnx", "_record_success"]
 
 
@@ -90,7 +92,7 @@ def test_two_promotions_at_once_take_turns(trained, ml_engineer, serving_path, m
     first, second = trained(), trained(seed=7)
     requests = [services.model_promote_request(run=run, user=ml_engineer, override_reason="race", enqueue=False) for run in (first, second)]
     switching, overlaps = [], []
-    original = services._switch
+    original = steps.switch_live
 
     def slow_switch(version, live):
         if switching:
@@ -100,7 +102,7 @@ def test_two_promotions_at_once_take_turns(trained, ml_engineer, serving_path, m
         original(version, live)
         switching.remove(version.pt)
 
-    monkeypatch.setattr(services, "_switch", slow_switch)
+    monkeypatch.setattr(steps, "switch_live", slow_switch)
 
     def carry_out(promotion_id):
         try:
@@ -236,7 +238,7 @@ def overtaken_at(monkeypatch, step: str, overtaker: Promotion) -> None:
     ``overtaker`` is carried out from start to end."""
     from django.utils import timezone
 
-    original, calls = getattr(services, step), []
+    original, calls = getattr(steps, step), []
 
     def stalled(*args, **kwargs):
         result = original(*args, **kwargs)
@@ -246,22 +248,22 @@ def overtaken_at(monkeypatch, step: str, overtaker: Promotion) -> None:
             assert services.model_promote_execute(promotion_id=overtaker.pk).status == Promotion.Status.SUCCEEDED
         return result
 
-    monkeypatch.setattr(services, step, stalled)
+    monkeypatch.setattr(steps, step, stalled)
 
 
 def recorded_copies(monkeypatch) -> list[tuple[str, str]]:
-    copies, original = [], services.storage_copy
+    copies, original = [], publishing.storage_copy
 
     def copy(source_uri, target_uri):
         copies.append((source_uri, target_uri))
         return original(source_uri, target_uri)
 
-    monkeypatch.setattr(services, "storage_copy", copy)
+    monkeypatch.setattr(publishing, "storage_copy", copy)
     return copies
 
 
 @pytest.mark.parametrize("earlier_model", [False, True], ids=["first-model", "replacing-a-model"])
-@pytest.mark.parametrize("step", ["serving_export", "_publish_version"])  # a step's check, and the fence at the switch
+@pytest.mark.parametrize("step", ["serving_export", "publish_version"])  # a step's check, and the fence at the switch
 def test_a_promotion_that_outlived_its_lease_never_touches_what_another_published(trained, ml_engineer, serving_path, monkeypatch,
                                                                                  earlier_model, step):
     if earlier_model:
@@ -272,8 +274,8 @@ def test_a_promotion_that_outlived_its_lease_never_touches_what_another_publishe
     overtaken_at(monkeypatch, step, fast)
     copies = recorded_copies(monkeypatch)
     fast_done = []
-    monkeypatch.setattr(services, "_record_success", lambda promotion, version, original=services._record_success: (
-        original(promotion, version), fast_done.append(len(copies))))
+    monkeypatch.setattr(steps, "_record_success", lambda record, version, original=steps._record_success: (
+        original(record, version), fast_done.append(len(copies))))
     slow = services.model_promote_execute(promotion_id=slow.pk)
     assert slow.status == Promotion.Status.FAILED and "lease ran out" in slow.error_message
     assert Promotion.objects.get(pk=fast.pk).status == Promotion.Status.SUCCEEDED
@@ -286,13 +288,13 @@ def test_a_promotion_failed_by_the_sweep_never_becomes_succeeded(trained, ml_eng
     first, second = trained(), trained(seed=7)
     services.model_promote(run=first, user=ml_engineer)
     promotion = services.model_promote_request(run=second, user=ml_engineer, override_reason="the gate is not under test", enqueue=False)
-    original = services._publish_version
+    original = steps.publish_version
 
     def swept_meanwhile(*args, **kwargs):  # the sweep judged this one dead while it worked
         Promotion.objects.filter(pk=promotion.pk).update(status=Promotion.Status.FAILED, error_message="presumed dead")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_publish_version", swept_meanwhile)
+    monkeypatch.setattr(steps, "publish_version", swept_meanwhile)
     promotion = services.model_promote_execute(promotion_id=promotion.pk)
     assert promotion.status == Promotion.Status.FAILED and promotion.promoted_at is None
     assert_consistent(serving_path, first)  # its switch undone

@@ -1,5 +1,6 @@
 """Retraining services: launch checks, snapshots, execution, cancel, crashed workers, the registry."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from mlcore.artifact import file_sha256
 from webapp.labeling import services as labeling
 from webapp.labeling.models import Intent, Utterance
 from webapp.training import services
+from webapp.training.services import promotion as promoting
+from webapp.training.services import worker
 from webapp.training.models import Promotion, TrainingRun
 
 
@@ -97,15 +100,15 @@ def test_cancel_a_queued_run(queued):
 
 def test_cancel_during_training_stops_between_steps(queued, monkeypatch):
     run = queued()
-    original = services._ProgressWriter.progress
+    original = worker._ProgressWriter.progress
 
     def cancel_at_step_two(self, progress):
         original(self, progress)
         if progress.step == 2:
             services.training_run_cancel(run=TrainingRun.objects.get(pk=self.run_id))
 
-    monkeypatch.setattr(services._ProgressWriter, "progress", cancel_at_step_two)
-    monkeypatch.setattr(services._ProgressWriter, "interval", 0.0, raising=False)
+    monkeypatch.setattr(worker._ProgressWriter, "progress", cancel_at_step_two)
+    monkeypatch.setattr(worker._ProgressWriter, "interval", 0.0, raising=False)
     services.training_run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.CANCELLED
@@ -161,7 +164,7 @@ def test_publishing_is_atomic_when_the_copy_fails(trained, ml_engineer, serving_
     def disk_full(descriptor):
         raise OSError("disk full")
 
-    monkeypatch.setattr(services.os, "fsync", disk_full)  # the new file is written, not yet in place
+    monkeypatch.setattr(os, "fsync", disk_full)  # the new file is written, not yet in place
     with pytest.raises(ValidationError, match="disk full"):
         services.model_promote(run=second, user=ml_engineer, override_reason="the gate is not under test here")
     assert file_sha256(serving_path) == first.artifact_sha256
@@ -220,7 +223,7 @@ def test_a_model_that_knows_none_of_the_intents_answers_none_of_the_questions(tr
 
     run = trained()
     data = LabeledData(train=[], test=[Example("book a flight to lima", "book_flight"), Example("a table for two", "book_table")])
-    assert services._rescored_accuracy(run, data) == 0.0
+    assert promoting._rescored_accuracy(run, data) == 0.0
 
 
 def test_the_gate_asks_for_a_reason_when_production_cannot_be_scored_and_takes_one(trained, ml_engineer, serving_path):

@@ -3,6 +3,7 @@
 import pytest
 
 from webapp.training import services
+from webapp.training.services import launch
 from webapp.training.models import TrainingRun
 
 LAUNCH = "/admin/training/trainingrun/launch/"
@@ -12,7 +13,7 @@ LAUNCH = "/admin/training/trainingrun/launch/"
 def no_enqueue(monkeypatch):
     """Keep the launch from reaching a broker: these tests look at the web side only."""
     queued = []
-    monkeypatch.setattr(services, "_enqueue", queued.append)
+    monkeypatch.setattr(launch, "_enqueue", queued.append)
     return queued
 
 

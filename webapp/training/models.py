@@ -157,5 +157,5 @@ class PromotionLock(models.Model):
 
     holder = models.ForeignKey(Promotion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     expires_at = models.DateTimeField(null=True, blank=True)
-    # The fencing token: one more at every acquisition (services._Lease).
+    # The fencing token: one more at every acquisition (services.promotion._Lease).
     generation = models.PositiveBigIntegerField(default=0)
