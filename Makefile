@@ -28,11 +28,14 @@ demo: $(STAMP)
 serve: $(STAMP)
 	MODEL_URI=$${MODEL_URI:-var/serving/model.onnx} $(VENV)/bin/uvicorn --app-dir lambda app:app --host 127.0.0.1 --port 8001
 
-# The serving code as a zip package (template.yaml's PackageFormat=Zip; sam build installs lambda/requirements.txt).
+# The serving code as a zip package (template.yaml's PackageFormat=Zip, CodeUri build/lambda-zip):
+# lambda/build.py's files, the same list lambda/Dockerfile puts in the image, and the lock as the
+# requirements.txt that sam build installs. No bytecode: sam build leaves out *.pyc and __pycache__,
+# and SnapStart's snapshot holds the imported modules anyway.
 lambda-zip:
-	rm -rf build/lambda-zip && mkdir -p build/lambda-zip
-	cp lambda/*.py lambda/requirements.txt build/lambda-zip/
-	cp -r mlcore build/lambda-zip/mlcore && rm -rf build/lambda-zip/mlcore/__pycache__
+	rm -rf build/lambda-zip
+	$(PYTHON) lambda/build.py --no-compile build/lambda-zip
+	cp lambda/requirements.lock build/lambda-zip/requirements.txt
 
 test: test-sqlite test-postgres
 

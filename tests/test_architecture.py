@@ -1,26 +1,41 @@
 """The project's module structure: no import cycles, and a serving app without torch or Django.
 
-The import graph is read from the source with ``ast`` (nothing is imported to build it): one node
-per module of mlcore, webapp and lambda (lambda's files are top-level modules, ``serving_core``,
-as on Lambda), one edge per import of one of them, at module level or inside a function alike.
-``import a.b`` and ``from a import b`` depend on the module ``a.b`` where there is one, else on the
-package ``a``; relative imports are resolved against the importer's package. Importing ``a.b`` also
-runs ``a/__init__``, but that is not counted as an edge (the package's own imports are).
+The import graph is read from the source with ``ast`` (nothing is imported to build it) by
+lambda/build.py's ``ImportGraph``, the one that lists the serving package's files, here over the
+whole project: one node per module of mlcore, webapp and lambda (lambda's files are top-level
+modules, ``serving_core``, as on Lambda), one edge per import of one of them, at module level or
+inside a function alike. ``import a.b`` and ``from a import b`` depend on the module ``a.b`` where
+there is one, else on the package ``a``; relative imports are resolved against the importer's
+package. Importing ``a.b`` also runs ``a/__init__``, but that is not counted as an edge (the
+package's own imports are).
 """
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mlcore", "webapp")
 LAMBDA_ROOT = REPO_ROOT / "lambda"
+
+
+def load_build_script():
+    """lambda/build.py as a module (``lambda`` is a keyword, and ``build`` too common a name to import)."""
+    if "lambda_build" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("lambda_build", LAMBDA_ROOT / "build.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["lambda_build"] = module  # before running it: its dataclass looks its module up
+        spec.loader.exec_module(module)
+    return sys.modules["lambda_build"]
+
+
+build_script = load_build_script()
+GRAPH = build_script.ImportGraph(REPO_ROOT, PACKAGES)
+Import = build_script.Import
 
 # Import cycles inside webapp, as (importer, imported) edges that lie on a cycle, each with a comment
 # saying why it is tolerated, e.g.
@@ -31,82 +46,21 @@ LAMBDA_ROOT = REPO_ROOT / "lambda"
 # review.services calls training.services only inside functions, with nothing coming back.
 KNOWN_WEBAPP_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset()
 
-# What the serving function must never load: its requirements (lambda/requirements.txt) have none.
-NOT_IN_SERVING = frozenset({"torch", "transformers", "datasets", "django"})
-# Imported by lambda inside a function on purpose, only for a .pt artifact, right after
-# `import torch` (serving_model.load_predictor): the torch backend, for local serving with the
-# development install. The image and the zip package serve .onnx exports and have no torch.
-SERVING_TORCH_BACKEND = frozenset({"mlcore.predictor"})
-
-
-@dataclass(frozen=True)
-class Import:
-    importer: str
-    target: str  # a project module, or the top-level name of an outside package ("numpy")
-    internal: bool  # whether ``target`` is a project module
-    top_level: bool  # run when the importer is imported (module or class body), not in a function
-    line: int
+# What the serving function must never load: its requirements have none (lambda/build.py refuses
+# to package a module that imports one of them at module level).
+NOT_IN_SERVING = build_script.NOT_IN_SERVING
 
 
 def project_modules() -> dict[str, Path]:
-    modules = {}
-    for package in PACKAGES:
-        for path in sorted((REPO_ROOT / package).rglob("*.py")):
-            parts = path.relative_to(REPO_ROOT).with_suffix("").parts
-            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    for path in sorted(LAMBDA_ROOT.glob("*.py")):
-        modules[path.stem] = path
-    return modules
+    return GRAPH.modules
 
 
 def is_lambda_module(name: str) -> bool:
-    return "." not in name and name not in PACKAGES
+    return GRAPH.is_lambda_module(name)
 
 
-def _imports_in(tree: ast.AST):
-    """(node, top_level) for every import statement, top_level False inside a function."""
-    def walk(node: ast.AST, in_function: bool):
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.Import, ast.ImportFrom)):
-                yield child, not in_function
-            yield from walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
-
-    yield from walk(tree, False)
-
-
-@cache
 def imports() -> tuple[Import, ...]:
-    modules = project_modules()
-    found = []
-    for importer, path in modules.items():
-        # What the importer can import by name: the packages, and lambda's files from lambda's own.
-        visible = {name for name in modules if not is_lambda_module(name) or is_lambda_module(importer)}
-
-        def resolve(name: str) -> tuple[str, bool]:
-            parts = name.split(".")
-            for end in range(len(parts), 0, -1):
-                if ".".join(parts[:end]) in visible:
-                    return ".".join(parts[:end]), True
-            return parts[0], False
-
-        package = importer if path.name == "__init__.py" else importer.rpartition(".")[0]
-        for node, top_level in _imports_in(ast.parse(path.read_text(), str(path))):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [resolve(alias.name) for alias in node.names]
-            else:
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                    base = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    base = node.module
-                for alias in node.names:
-                    submodule = f"{base}.{alias.name}"
-                    targets.append((submodule, True) if submodule in visible else resolve(base))
-            for target, internal in dict.fromkeys(targets):
-                if target != importer:
-                    found.append(Import(importer, target, internal, top_level, node.lineno))
-    return tuple(found)
+    return GRAPH.imports
 
 
 def strongly_connected_components(nodes, edges: dict[str, set[str]]) -> list[set[str]]:
@@ -149,11 +103,7 @@ def strongly_connected_components(nodes, edges: dict[str, set[str]]) -> list[set
 
 
 def internal_edges(*, top_level_only: bool = False) -> dict[str, set[str]]:
-    edges: dict[str, set[str]] = {}
-    for item in imports():
-        if item.internal and (item.top_level or not top_level_only):
-            edges.setdefault(item.importer, set()).add(item.target)
-    return edges
+    return GRAPH.internal_edges(top_level_only=top_level_only)
 
 
 def cycles() -> list[set[str]]:
@@ -182,6 +132,7 @@ def test_the_graph_sees_the_imports_it_must():
     assert ("serving_model", "mlcore.onnx_predictor", False) in found and ("serving_model", "serving_aws", False) in found
     assert any(importer.startswith("webapp.") and target.startswith("mlcore.") for importer, target, _ in found)
     assert {"mlcore", "mlcore.metrics", "webapp", "webapp.settings", "app", "serving_model"} <= set(project_modules())
+    assert "build" not in project_modules()  # lambda/build.py: the packaging script, not a serving module
 
 
 def test_mlcore_and_lambda_have_no_import_cycle():
@@ -204,19 +155,8 @@ def test_mlcore_imports_neither_django_nor_webapp_nor_serving():
 
 
 def serving_modules() -> set[str]:
-    """The modules the serving app runs: lambda's files, and the mlcore modules they import (at any
-    level but the torch backend), with what those import at module level, transitively."""
-    edges = internal_edges()
-    top_level = internal_edges(top_level_only=True)
-    reached = {name for name in project_modules() if is_lambda_module(name)}
-    pending = list(reached)
-    while pending:
-        module = pending.pop()
-        targets = edges.get(module, set()) - SERVING_TORCH_BACKEND if is_lambda_module(module) else top_level.get(module, set())
-        for target in targets - reached:
-            reached.add(target)
-            pending.append(target)
-    return reached
+    """The modules the serving app runs, and the files its package holds (lambda/build.py)."""
+    return GRAPH.serving_modules()
 
 
 def test_what_serving_imports_at_module_level_needs_no_torch_or_django():
@@ -224,15 +164,14 @@ def test_what_serving_imports_at_module_level_needs_no_torch_or_django():
     assert {"mlcore.onnx_predictor", "mlcore.prediction", "mlcore.ood", "mlcore.metrics"} <= modules
     assert not modules & {"mlcore.predictor", "mlcore.train", "mlcore.modeling"}
     assert not any(m.startswith("webapp") for m in modules)
-    heavy = [f"{project_modules()[i.importer].relative_to(REPO_ROOT)}:{i.line} imports {i.target}" for i in imports()
-             if i.importer in modules and i.top_level and not i.internal and i.target in NOT_IN_SERVING]
+    heavy = [f"{GRAPH.where(i)} imports {i.target}" for i in GRAPH.heavy_imports(modules)]
     assert not heavy, heavy
 
 
 def test_the_serving_app_imports_without_torch_or_django(tmp_path):
     """Imported as Lambda imports it (lambda/ on sys.path; the preload finds no model and the app
     starts without one), and the module an ONNX model is loaded with (serving_model.load_predictor).
-    tests/serving/test_deployment.py serves a request from the image's files without torch as well."""
+    tests/serving/test_deployment.py serves a request from lambda/build.py's files without torch as well."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import app, mlcore.onnx_predictor; "
             "print(sorted({name.split('.')[0] for name in sys.modules} & set(sys.argv[2:])))")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MODEL_URI": str(tmp_path / "missing.onnx")}
