@@ -291,9 +291,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["webapp.labeling.api.permissions.ModelPermissions"],
+    "DEFAULT_PERMISSION_CLASSES": ["webapp.api.permissions.ModelPermissions"],
     "DEFAULT_PARSER_CLASSES": [
-        "webapp.labeling.api.parsers.JSONParser",  # too deep a JSON document is a 400, not a 500
+        "webapp.api.parsers.JSONParser",  # too deep a JSON document is a 400, not a 500
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -305,8 +305,8 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     # drf-spectacular's, with the error answers (400/401/403/404) declared on every operation.
-    "DEFAULT_SCHEMA_CLASS": "webapp.labeling.api.schema.AutoSchema",
-    "EXCEPTION_HANDLER": "webapp.labeling.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "webapp.api.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "webapp.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "intentflow API",

@@ -8,7 +8,7 @@ admin.site.index_title = "Labeling workspace"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/v1/", include("webapp.labeling.api.urls")),
+    path("api/v1/", include("webapp.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

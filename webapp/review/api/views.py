@@ -6,8 +6,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.labeling.api.parsers import JSONParser
-from webapp.labeling.api.schema import ErrorDetailSerializer
+from webapp.api.parsers import JSONParser
+from webapp.api.schema import ErrorDetailSerializer
 from webapp.review import services
 from webapp.review.api.serializers import (
     ReviewEventSerializer, ReviewItemReceiptSerializer, TrafficReportReceiptSerializer, TrafficReportSerializer,

@@ -2,7 +2,7 @@
 
 Service errors (Django's ValidationError) become 400s with a message per field; a DRF
 ValidationError raised with a bare list (the search filter's, for one) gets the same shape,
-under "non_field_errors", as the OpenAPI schema (webapp/labeling/api/schema.py) declares.
+under "non_field_errors", as the OpenAPI schema (webapp/api/schema.py) declares.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
