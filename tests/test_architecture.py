@@ -154,6 +154,24 @@ def test_mlcore_imports_neither_django_nor_webapp_nor_serving():
     assert not wrong, wrong
 
 
+# The Django apps' layers, lowest first: an app imports only apps below it (at module level or in a
+# function alike). Labeling knows neither of the others; training (the registry) knows labeling;
+# review (what serving's predictions of a trained model become) knows both. Where training needs the
+# review queue (self-training's unlabeled texts, the run page's live accuracy), the project's
+# configuration and templates compose them (TRAINING_UNLABELED_TEXTS_SOURCE, review's template tags).
+APP_LAYERS = ("webapp.labeling", "webapp.training", "webapp.review")
+
+
+def app_of(module: str) -> str | None:
+    return next((app for app in APP_LAYERS if module == app or module.startswith(app + ".")), None)
+
+
+def test_the_apps_depend_one_way():
+    upward = [i for i in imports() if i.internal and app_of(i.importer) and app_of(i.target)
+              and APP_LAYERS.index(app_of(i.target)) > APP_LAYERS.index(app_of(i.importer))]
+    assert not upward, "an app imports one above it:\n" + describe({(i.importer, i.target) for i in upward})
+
+
 def serving_modules() -> set[str]:
     """The modules the serving app runs, and the files its package holds (lambda/build.py)."""
     return GRAPH.serving_modules()

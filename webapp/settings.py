@@ -236,6 +236,9 @@ for _name in ("REVIEW_GROUP_MINUTES", "REVIEW_LEASE_SECONDS"):
 # TRAFFIC_SAMPLE_RATE) as unlabeled texts; 0 turns it off. mlcore keeps at most
 # TrainConfig.pseudo_label_ratio (4) pseudo-labels per labeled training text of them.
 TRAINING_UNLABELED_TEXTS = env.int("TRAINING_UNLABELED_TEXTS", default=50_000)
+# Where a run takes its unlabeled texts from: a function(limit=N) returning texts. The review app's
+# traffic samples; named here, so that training imports no app above it.
+TRAINING_UNLABELED_TEXTS_SOURCE = "webapp.review.selectors.traffic_sample_texts"
 if TRAINING_UNLABELED_TEXTS < 0:
     raise ImproperlyConfigured(f"TRAINING_UNLABELED_TEXTS must be 0 or more, got {TRAINING_UNLABELED_TEXTS}.")
 

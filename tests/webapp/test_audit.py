@@ -253,3 +253,16 @@ def test_far_future_rows_already_stored_do_not_break_the_traffic_page(client, ml
     client.force_login(ml_engineer)
     page = client.get("/admin/review/reviewitem/traffic/")
     assert page.status_code == 200 and [d.day for d in page.context["days"]] == [timezone.now().date()]
+
+
+def test_the_run_page_shows_its_versions_live_accuracy(trained, client, ml_engineer, labeler):
+    run = trained()  # on the demo data: get_news and play_music are among its intents
+    for i, right in enumerate([True, True, True, False]):
+        item = ingest(f"audited text {i}", reason="audit", version=run.version)
+        if right:
+            services.review_item_accept(item=item, user=labeler)
+        else:
+            services.review_item_label(item=item, intent=Intent.objects.get(name="play_music"), user=labeler)
+    client.force_login(ml_engineer)
+    page = client.get(f"/admin/training/trainingrun/{run.pk}/change/").content.decode()
+    assert 'id="live-accuracy"' in page and "accuracy <strong>0.750</strong>" in page and "from 4 decided audit items" in page

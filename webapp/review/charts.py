@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from webapp.training.charts import plt, to_data_uri
+from webapp.charts import plt, to_data_uri
 
 
 def traffic_chart(days) -> str:

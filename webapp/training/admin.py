@@ -14,7 +14,6 @@ from django.views.decorators.http import require_POST
 
 from mlcore.evaluate import headline
 from webapp.labeling.admin import require_pk
-from webapp.review import selectors
 from webapp.training import charts, services
 from webapp.training.forms import LaunchForm, PromoteForm
 from webapp.training.models import DatasetSnapshot, Promotion, TrainingRun
@@ -182,7 +181,6 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "can_promote": request.user.has_perm("training.promote_trainingrun") and run.status == TrainingRun.Status.SUCCEEDED,
             "promote_form": PromoteForm(),
             "metric_labels": METRIC_LABELS,
-            "audit": selectors.audit_estimate(model_version=run.version) if run.artifact_sha256 else None,
         }
         return TemplateResponse(request, "admin/training/trainingrun/run.html", context)
 

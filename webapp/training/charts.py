@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import io
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-# Labels are data (model versions, intent names), never TeX: "$5 and $6" must not be parsed as math.
-matplotlib.rcParams["text.parse_math"] = False
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-
-def to_data_uri(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+from webapp.charts import plt, to_data_uri
 
 
 def confusion_heatmap(matrix: list[list[int]], labels: list[str]) -> str:

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from mlcore.config import TrainConfig
 from mlcore.data import OOS_LABEL, Example, LabeledData
 from mlcore.errors import MlcoreError, TrainingCancelled
-from webapp.review import selectors as review_selectors
 from webapp.training.models import DatasetSnapshot, TrainingRun
 
 
@@ -195,7 +195,9 @@ def _train_and_store(run_id: int, log: _RunLog) -> dict[str, Any]:
         writer = _ProgressWriter(run_id, log, settings.TRAINING_PROGRESS_INTERVAL_SECONDS)
         data = snapshot_to_data(run.snapshot)
         if config.self_training:
-            data.unlabeled = review_selectors.traffic_sample_texts(limit=settings.TRAINING_UNLABELED_TEXTS)
+            # Where the traffic samples come from is the project's configuration (the review app):
+            # training depends on no app above it.
+            data.unlabeled = import_string(settings.TRAINING_UNLABELED_TEXTS_SOURCE)(limit=settings.TRAINING_UNLABELED_TEXTS)
             if data.unlabeled:
                 log.note(f"self-training: {len(data.unlabeled)} traffic samples; a second pass trains on the confident ones")
         result = train(config, data, progress=writer.progress, should_cancel=writer.should_cancel)
