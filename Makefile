@@ -25,8 +25,9 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 # The serving app under uvicorn, against the currently promoted model (SERVING_MODEL_URI's default).
+# The development install holds the serving package (pyproject.toml maps it from lambda/).
 serve: $(STAMP)
-	MODEL_URI=$${MODEL_URI:-var/serving/model.onnx} $(VENV)/bin/uvicorn --app-dir lambda app:app --host 127.0.0.1 --port 8001
+	MODEL_URI=$${MODEL_URI:-var/serving/model.onnx} $(VENV)/bin/uvicorn intentflow_serving.app:app --host 127.0.0.1 --port 8001
 
 # The serving code as a zip package (template.yaml's PackageFormat=Zip, CodeUri build/lambda-zip):
 # lambda/build.py's files, the same list lambda/Dockerfile puts in the image, and the lock as the

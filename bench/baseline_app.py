@@ -1,6 +1,6 @@
 """A serving handler built the usual way: transformers loads the model, pipeline() answers.
 
-Same FastAPI + Mangum shape as lambda/app.py, for the cold-start and latency comparison of
+Same FastAPI + Mangum shape as intentflow_serving.app, for the cold-start and latency comparison of
 bench/serving.py (BENCHMARKS.md, section 4), which imports it as ``bench.baseline_app`` in fresh
 processes. Not a script: it loads its model when imported, from BASELINE_MODEL_DIR (a directory
 written by bench/hf_baseline.py) or BASELINE_MODEL_S3.

@@ -1,5 +1,5 @@
 """Shared helpers for the benchmark scripts: the machine, the command, the date; each script's help
-text and its results folder; lambda/'s modules on the import path.
+text and its results folder.
 
 Every script runs from the repository root as ``python -m bench.<script>`` (which puts the root on
 sys.path). bench/README.md maps each script to the BENCHMARKS.md section it measures.
@@ -21,15 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLINC_FULL = REPO_ROOT.parent / "shared" / "data" / "clinc150" / "data_full.json"
 # Where each script writes what it measures, one folder per script (git-ignored).
 RESULTS = REPO_ROOT / "bench" / "results"
-
-
-def serving_modules_importable() -> None:
-    """Put lambda/ on sys.path, so that its modules (``app``, ``serving_review``, ...) import by
-    their top-level names, as on Lambda. ``lambda`` is a Python keyword, so lambda/ cannot be
-    imported as a package; this helper goes when lambda/ becomes one (then import it by name)."""
-    path = str(REPO_ROOT / "lambda")
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 
 def results_dir(script: str) -> Path:

@@ -210,7 +210,7 @@ def main() -> None:
         wait_for(f"http://127.0.0.1:{django_port}/admin/login/", django, django_log)
         serving_env = {**os.environ, "MODEL_URI": str(onnx), "REVIEW_SINK": "http", "INFERENCE_THREADS": "1",
                        "REVIEW_API_URL": f"http://127.0.0.1:{django_port}/api/v1/review-items/", "REVIEW_API_TOKEN": tokens["reporter"]}
-        serving, serving_log = start("serving", [str(BIN / "uvicorn"), "--app-dir", "lambda", "app:app", "--host", "127.0.0.1",
+        serving, serving_log = start("serving", [str(BIN / "uvicorn"), "intentflow_serving.app:app", "--host", "127.0.0.1",
                                                  "--port", str(serving_port), "--workers", "2", "--log-level", "warning"], serving_env, work)
         processes.append(serving)
         wait_for(f"http://127.0.0.1:{serving_port}/health", serving, serving_log)

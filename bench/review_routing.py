@@ -2,7 +2,7 @@
 
     python -m bench.review_routing [--model var/models/clinc_full.pt] [--margin 0.1]
 
-Uses the serving path itself (the ONNX export and the routing rule of lambda/serving_review.py)
+Uses the serving path itself (the ONNX export and the routing rule of intentflow_serving.review)
 at the model's recommended threshold, on the 4,500 in-scope and 1,000 out-of-scope test queries.
 """
 
@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import CLINC_FULL, argument_parser, header, keep_report, serving_modules_importable
+from bench.common import CLINC_FULL, argument_parser, header, keep_report
 from bench.common import REPO_ROOT as ROOT
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def routed_share(predictor: OnnxPredictor, texts: list[str], router) -> float:
-    """The share of ``texts`` that ``router`` (serving_review.ReviewRouter) sends to review."""
+    """The share of ``texts`` that ``router`` (intentflow_serving.review.ReviewRouter) sends to review."""
     routed = 0
     for prediction in predictor.predict(texts):
         second = prediction.distribution[1][1] if len(prediction.distribution) > 1 else 0.0
@@ -38,8 +38,7 @@ def main() -> None:
     from mlcore.onnx_export import export_onnx
     from mlcore.onnx_predictor import OnnxPredictor
 
-    serving_modules_importable()
-    from serving_review import ReviewRouter
+    from intentflow_serving.review import ReviewRouter
 
     data = load_labeled_data(CLINC_FULL)
     with tempfile.TemporaryDirectory() as folder:

@@ -5,8 +5,8 @@ throughput under load), beside the transformers baseline, all in one run.
     python -m bench.serving --handler-only [--iterations 2000] [--rounds 3]
 
 The model is the default encoder fine-tuned on CLINC150 (section 1 of BENCHMARKS.md). Ours is
-lambda/app.py serving its ONNX export (int8 as promotion makes it, and fp32) through the Mangum
-handler with API Gateway v2 events; the baseline serves the same weights with transformers
+intentflow_serving.app serving its ONNX export (int8 as promotion makes it, and fp32) through the
+Mangum handler with API Gateway v2 events; the baseline serves the same weights with transformers
 (from_pretrained + pipeline("text-classification")). Every cold start reads its model from S3
 (moto's server on 127.0.0.1), as a Lambda function does at init.
 
@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import CLINC_FULL, argument_parser, header, keep_report, results_dir, serving_modules_importable
+from bench.common import CLINC_FULL, argument_parser, header, keep_report, results_dir
 from bench.common import REPO_ROOT as ROOT
 
 TEXT = "what is the balance of my checking account"
@@ -100,13 +100,11 @@ print(json.dumps({{"maxrss_mb": peak_kb / 1024,
 
 
 def task_root(work: Path) -> Path:
-    """Our code laid out as lambda/Dockerfile lays it out, bytecode compiled as the image has it."""
+    """Our code laid out as lambda/Dockerfile lays it out (lambda/build.py: handler.py, the serving
+    package and the inference part of mlcore), bytecode compiled as the image has it."""
     root = work / "task-root"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(ROOT / "mlcore", root / "mlcore", ignore=shutil.ignore_patterns("__pycache__"))
-    for source in (ROOT / "lambda").glob("*.py"):
-        shutil.copy(source, root)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root)], check=True)
+    subprocess.run([sys.executable, str(ROOT / "lambda" / "build.py"), str(root)], check=True, stdout=subprocess.DEVNULL)
     return root
 
 
@@ -185,7 +183,7 @@ SERVER_SHAPES = {"one process": 1, "one process per core": os.cpu_count() or 1}
 
 def uvicorn_throughput(env: dict, seconds: float, concurrency: int, workers: int = 1) -> dict:
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("uvicorn")), "--app-dir", str(ROOT / "lambda"), "app:app",
+    server = subprocess.Popen([str(Path(sys.executable).with_name("uvicorn")), "intentflow_serving.app:app",
                                "--port", str(port), "--log-level", "warning"], env={**os.environ, **env, "WEB_CONCURRENCY": str(workers)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -310,7 +308,7 @@ def stand_in_model(path: Path) -> Path:
 
 
 def handler_only(args, work: Path) -> None:
-    """The Lambda handler (lambda/app.py's, int8 as a promotion serves it, an API Gateway v2 event)
+    """The Lambda handler (intentflow_serving.app's, int8 as a promotion serves it, an API Gateway v2 event)
     against the bare call it makes, timed in alternating turns (handler, bare, handler, bare, ...)
     so that a busy host slows both alike; ``--rounds`` times over, each round's ratio reported."""
     import logging
@@ -328,8 +326,7 @@ def handler_only(args, work: Path) -> None:
             print(f"(no {args.model}: trained a stand-in with the same graph in {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     int8_path = quantize_int8(export_onnx(model, work / "model.onnx"), work / "model.int8.onnx")
     os.environ.update({"MODEL_URI": str(int8_path), "LOG_LEVEL": "WARNING", "REVIEW_AUDIT_RATE": "0", "TRAFFIC_SAMPLE_RATE": "0"})
-    serving_modules_importable()
-    import app
+    from intentflow_serving import app
 
     from bench.events import FakeContext, http_api_v2
 
@@ -406,8 +403,9 @@ def main() -> None:
                    "baseline": sum(f.stat().st_size for f in hf_dir.iterdir())}
         code_root = task_root(work)
         cold = {
-            "int8": cold_start("app", {**s3_env, "MODEL_URI": "s3://models/int8/model.onnx"}, args.cold_runs, code_root),
-            "fp32": cold_start("app", {**s3_env, "MODEL_URI": "s3://models/fp32/model.onnx"}, args.cold_runs, code_root),
+            # handler: the module the Lambda Handler setting names (handler.handler), as the runtime imports it.
+            "int8": cold_start("handler", {**s3_env, "MODEL_URI": "s3://models/int8/model.onnx"}, args.cold_runs, code_root),
+            "fp32": cold_start("handler", {**s3_env, "MODEL_URI": "s3://models/fp32/model.onnx"}, args.cold_runs, code_root),
             "baseline": cold_start("bench.baseline_app", {**s3_env, "BASELINE_MODEL_S3": "s3://models/hf/"}, args.cold_runs, code_root),
         }
     finally:
@@ -421,8 +419,7 @@ def main() -> None:
 
     bare_fp32, bare_fused_fp32, bare_int8_alone = bare_calls_in_turns([before_path, fp32_path, int8_path], args.iterations)
     os.environ.update({"MODEL_URI": str(int8_path), "LOG_LEVEL": "WARNING"})
-    serving_modules_importable()
-    import app
+    from intentflow_serving import app
 
     from bench.events import FakeContext, http_api_v2
 

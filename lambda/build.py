@@ -4,21 +4,26 @@ The one list of what the function runs, for both packages: the zip (``make lambd
 build/lambda-zip, template.yaml's CodeUri) and the container image (lambda/Dockerfile runs this
 script in the image build). OUT_DIR gets
 
-* the serving modules: every ``lambda/*.py`` but this script, as top-level modules (``app``,
-  ``serving_core``), as on Lambda;
+* lambda's code, laid out as in lambda/: the serving package ``intentflow_serving/`` (the app,
+  its settings, the request path, the model store, review routing, AWS access) and the one-line
+  ``handler.py`` at the top, which the Lambda Handler setting names (``handler.handler``: the
+  zip's Handler in template.yaml, the image's CMD in lambda/Dockerfile);
 * the part of mlcore they run, found in the source: the mlcore modules the serving modules import
   (at module level or inside a function, but not the torch backend below), what those import,
   transitively, and the packages' ``__init__`` files;
 
-then byte-compiles them. No module that imports torch, transformers, datasets or Django at module
-level may be in that list: the build stops and names the import.
+then byte-compiles them. OUT_DIR is the function's task root (on sys.path there): ``handler``,
+``intentflow_serving`` and ``mlcore`` import by those names. No module that imports torch,
+transformers, datasets or Django at module level may be in that list: the build stops and names
+the import.
 
 The import graph is read from the source with ``ast`` (nothing is imported to build it): one node
-per module of the given packages and of lambda (lambda's files are top-level modules, as on Lambda),
-one edge per import of one of them, at module level or inside a function alike. ``import a.b`` and
-``from a import b`` depend on the module ``a.b`` where there is one, else on the package ``a``;
-relative imports are resolved against the importer's package. Importing ``a.b`` also runs
-``a/__init__``, but that is not counted as an edge (the package's own imports are).
+per module of the given packages and of lambda (named with lambda/ as the import root, as the task
+root is on Lambda: ``handler``, ``intentflow_serving.core``), one edge per import of one of them, at
+module level or inside a function alike. ``import a.b`` and ``from a import b`` depend on the
+module ``a.b`` where there is one, else on the package ``a``; relative imports are resolved against
+the importer's package. Importing ``a.b`` also runs ``a/__init__``, but that is not counted as an
+edge (the package's own imports are).
 tests/test_architecture.py checks the whole project (mlcore, webapp, lambda) with the same graph.
 """
 
@@ -43,13 +48,18 @@ LAMBDA_DIR = "lambda"
 BUILD_SCRIPT = Path(__file__).name  # in lambda/, but not a serving module
 # The packages whose modules serving may import (copied in part); lambda/ imports nothing else of ours.
 SERVING_PACKAGES = ("mlcore",)
+# What lambda/ holds (besides this script): the serving package, and the module the Lambda Handler
+# setting names, one line importing the package's handler. tests/serving/test_deployment.py holds
+# template.yaml's Handler and lambda/Dockerfile's CMD to it.
+SERVING_PACKAGE = "intentflow_serving"
+HANDLER = "handler.handler"
 
 # What the serving function must never load: its requirements (lambda/requirements.txt) have none.
 NOT_IN_SERVING = frozenset({"torch", "transformers", "datasets", "django"})
 # Imported by lambda inside a function on purpose, only for a .pt artifact, right after
-# `import torch` (serving_model.load_predictor): the torch backend, for local serving with the
-# development install. The image and the zip package serve .onnx exports and have no torch: the
-# build leaves these out (and what only they import).
+# `import torch` (intentflow_serving.model.load_predictor): the torch backend, for local serving
+# with the development install. The image and the zip package serve .onnx exports and have no
+# torch: the build leaves these out (and what only they import).
 SERVING_TORCH_BACKEND = frozenset({"mlcore.predictor"})
 
 # The function's Python: template.yaml's Runtime (python3.12, the zip) and lambda/Dockerfile's base
@@ -76,6 +86,15 @@ class Import:
     line: int
 
 
+def _package_modules(root: Path, package: str) -> dict[str, Path]:
+    """The modules of the package ``root/package`` by name: ``mlcore.metrics``, ``mlcore`` (its __init__)."""
+    modules = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
 def _imports_in(tree: ast.AST):
     """(node, top_level) for every import statement, top_level False inside a function."""
     def walk(node: ast.AST, in_function: bool):
@@ -88,35 +107,49 @@ def _imports_in(tree: ast.AST):
 
 
 class ImportGraph:
-    """The import graph of ``packages`` (folders under ``root``) and of ``root/lambda``'s files."""
+    """The import graph of ``packages`` (folders under ``root``) and of what ``root/lambda`` holds: its
+    ``*.py`` files but this script as top-level modules, its packages by their names (lambda/ is
+    their import root, as the task root is on Lambda)."""
 
     def __init__(self, root: Path = REPO_ROOT, packages: tuple[str, ...] = SERVING_PACKAGES) -> None:
         self.root = Path(root)
         self.packages = tuple(packages)
 
     @cached_property
-    def modules(self) -> dict[str, Path]:
-        """Module name -> source file: ``mlcore.metrics``, ``mlcore`` (its __init__), ``app``."""
-        modules = {}
-        for package in self.packages:
-            for path in sorted((self.root / package).rglob("*.py")):
-                parts = path.relative_to(self.root).with_suffix("").parts
-                modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-        for path in sorted((self.root / LAMBDA_DIR).glob("*.py")):
-            if path.name != BUILD_SCRIPT:
-                modules[path.stem] = path
+    def lambda_packages(self) -> tuple[str, ...]:
+        """The packages in lambda/: ``intentflow_serving``."""
+        return tuple(init.parent.name for init in sorted((self.root / LAMBDA_DIR).glob("*/__init__.py")))
+
+    @cached_property
+    def lambda_modules(self) -> dict[str, Path]:
+        """lambda's modules -> source file: ``handler``, ``intentflow_serving`` (its __init__),
+        ``intentflow_serving.app``."""
+        lambda_root = self.root / LAMBDA_DIR
+        modules = {path.stem: path for path in sorted(lambda_root.glob("*.py")) if path.name != BUILD_SCRIPT}
+        for package in self.lambda_packages:
+            modules.update(_package_modules(lambda_root, package))
         return modules
 
+    @cached_property
+    def modules(self) -> dict[str, Path]:
+        """Module name -> source file: ``mlcore.metrics``, ``mlcore`` (its __init__), ``intentflow_serving.app``."""
+        modules = {}
+        for package in self.packages:
+            modules.update(_package_modules(self.root, package))
+        return modules | self.lambda_modules
+
     def is_lambda_module(self, name: str) -> bool:
-        return "." not in name and name not in self.packages
+        return name in self.lambda_modules
 
     @cached_property
     def imports(self) -> tuple[Import, ...]:
         modules = self.modules
+        # lambda's top-level files (handler.py) import by name only on the task root, from lambda's
+        # own; its packages (intentflow_serving) from anywhere, as the development install holds them.
+        everywhere = {name for name in modules if not self.is_lambda_module(name) or name.split(".")[0] in self.lambda_packages}
         found = []
         for importer, path in modules.items():
-            # What the importer can import by name: the packages, and lambda's files from lambda's own.
-            visible = {name for name in modules if not self.is_lambda_module(name) or self.is_lambda_module(importer)}
+            visible = set(modules) if self.is_lambda_module(importer) else everywhere
 
             def resolve(name: str) -> tuple[str, bool]:
                 parts = name.split(".")
@@ -181,7 +214,7 @@ class ImportGraph:
         return f"{self.modules[item.importer].relative_to(self.root)}:{item.line}"
 
     def chain(self, module: str) -> str:
-        """How serving reaches ``module``: ``app -> serving_core -> mlcore.prediction``."""
+        """How serving reaches ``module``: ``intentflow_serving.core -> mlcore.prediction``."""
         reached, links = self.serving_reached(), [module]
         while reached.get(links[-1]):
             links.append(reached[links[-1]])
@@ -189,9 +222,10 @@ class ImportGraph:
 
 
 def package_files(graph: ImportGraph | None = None) -> dict[str, Path]:
-    """What the package holds: its path under OUT_DIR -> the source file. Lambda's modules at the
-    top, the packages' modules under their folders. Raises BuildError for a module that would load
-    torch (or transformers, datasets, Django) at import."""
+    """What the package holds: its path under OUT_DIR -> the source file. Lambda's files where they
+    are in lambda/ (``handler.py``, ``intentflow_serving/app.py``), the packages' modules under their
+    folders. Raises BuildError for a module that would load torch (or transformers, datasets,
+    Django) at import."""
     graph = graph or ImportGraph()
     modules = graph.serving_modules()
     heavy = graph.heavy_imports(modules)
@@ -202,7 +236,8 @@ def package_files(graph: ImportGraph | None = None) -> dict[str, Path]:
     files = {}
     for name in sorted(modules):
         source = graph.modules[name]
-        files[source.name if graph.is_lambda_module(name) else source.relative_to(graph.root).as_posix()] = source
+        base = graph.root / LAMBDA_DIR if graph.is_lambda_module(name) else graph.root
+        files[source.relative_to(base).as_posix()] = source
     return files
 
 

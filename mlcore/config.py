@@ -182,7 +182,7 @@ class TrainConfig:
     pseudo_label_ratio: float = option(4.0, "At most this many pseudo-labels per labeled training text, the most confident.",
                                        min=0, max=100)
     # Serving's review routing, its settings of the same names with its defaults
-    # (lambda/serving_config.py): the pseudo-labels are the texts serving would answer with
+    # (lambda/intentflow_serving/config.py): the pseudo-labels are the texts serving would answer with
     # confidence under them (mlcore.review_strategy.ReviewRouting, which checks them), so a
     # deployment that routes more to review self-trains on less. Django reads them from the same
     # environment variables.

@@ -44,7 +44,7 @@ def needs_review(confidence: np.ndarray, margin: np.ndarray, *, threshold: float
     return routed
 
 
-# Serving's REVIEW_ROUTING values (lambda/serving_config.py); bench/learning_loop.py also routes by
+# Serving's REVIEW_ROUTING values (lambda/intentflow_serving/config.py); bench/learning_loop.py also routes by
 # "probability", the rule before issue 15 (see routed).
 SERVING_ROUTES = ("either", "rule")
 ROUTES = (*SERVING_ROUTES, "probability")
@@ -56,7 +56,7 @@ class ReviewRouting:
     the same names (REVIEW_ROUTING, AMBIGUITY_MARGIN, CONFIDENCE_THRESHOLD, IN_SCOPE_THRESHOLD; the
     defaults are serving's). One definition for self-training's pseudo-labels, which must be exactly
     the traffic serving answers with confidence (tests/mlcore/test_review_strategy.py holds it to
-    lambda/serving_core.py's ``classify_texts``).
+    lambda/intentflow_serving/core.py's ``classify_texts``).
 
     ``route``: "either" sends, for a model served by its in-scope score, a calibrated probability
     under the model's probability threshold too; "rule" the rule's low confidence alone.

@@ -107,7 +107,7 @@ def main() -> None:
                    # confident ones and report counts at once, so the index's live-accuracy estimate, the
                    # Traffic page and the traffic samples (which the next retrain self-trains on) show something.
                    "REVIEW_AUDIT_RATE": "0.25", "TRAFFIC_SAMPLE_RATE": "0.5", "TRAFFIC_REPORT_SECONDS": "0"}
-    start("serving", [str(Path(PY).with_name("uvicorn")), "--app-dir", "lambda", "app:app", "--host", "127.0.0.1", "--port", "8001"], serving_env)
+    start("serving", [str(Path(PY).with_name("uvicorn")), "intentflow_serving.app:app", "--host", "127.0.0.1", "--port", "8001"], serving_env)
     wait_for(SERVING + "/health", "serving")
 
     step("a few predictions through the serving app")

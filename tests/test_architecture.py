@@ -2,8 +2,8 @@
 
 The import graph is read from the source with ``ast`` (nothing is imported to build it) by
 lambda/build.py's ``ImportGraph``, the one that lists the serving package's files, here over the
-whole project: one node per module of mlcore, webapp and lambda (lambda's files are top-level
-modules, ``serving_core``, as on Lambda), one edge per import of one of them, at module level or
+whole project: one node per module of mlcore, webapp and lambda (named with lambda/ as the import
+root, as the task root is on Lambda: ``handler``, ``intentflow_serving.core``), one edge per import of one of them, at module level or
 inside a function alike. ``import a.b`` and ``from a import b`` depend on the module ``a.b`` where
 there is one, else on the package ``a``; relative imports are resolved against the importer's
 package. Importing ``a.b`` also runs ``a/__init__``, but that is not counted as an edge (the
@@ -125,13 +125,19 @@ def describe(edges) -> str:
 
 
 def test_the_graph_sees_the_imports_it_must():
-    """A check of the checker: known edges of each kind are found, lambda's by their top-level names."""
+    """A check of the checker: known edges of each kind are found, lambda's by their names under lambda/."""
     found = {(i.importer, i.target, i.top_level) for i in imports() if i.internal}
     assert ("mlcore.ood", "mlcore.metrics", True) in found
-    assert ("serving_core", "mlcore.prediction", True) in found and ("app", "serving_core", True) in found
-    assert ("serving_model", "mlcore.onnx_predictor", False) in found and ("serving_model", "serving_aws", False) in found
+    assert ("intentflow_serving.core", "mlcore.prediction", True) in found
+    assert ("intentflow_serving.app", "intentflow_serving.core", True) in found
+    assert ("handler", "intentflow_serving.app", True) in found  # lambda/handler.py, the Handler setting's module
+    assert ("intentflow_serving.model", "mlcore.onnx_predictor", False) in found
+    assert ("intentflow_serving.model", "intentflow_serving.aws", False) in found
     assert any(importer.startswith("webapp.") and target.startswith("mlcore.") for importer, target, _ in found)
-    assert {"mlcore", "mlcore.metrics", "webapp", "webapp.settings", "app", "serving_model"} <= set(project_modules())
+    assert {"mlcore", "mlcore.metrics", "webapp", "webapp.settings", "handler", "intentflow_serving",
+            "intentflow_serving.app", "intentflow_serving.model"} <= set(project_modules())
+    assert all(is_lambda_module(name) for name in project_modules() if name.split(".")[0] in {"handler", "intentflow_serving"})
+    assert not any(is_lambda_module(name) for name in project_modules() if name.split(".")[0] in PACKAGES)
     assert "build" not in project_modules()  # lambda/build.py: the packaging script, not a serving module
 
 
@@ -187,13 +193,15 @@ def test_what_serving_imports_at_module_level_needs_no_torch_or_django():
 
 
 def test_the_serving_app_imports_without_torch_or_django(tmp_path):
-    """Imported as Lambda imports it (lambda/ on sys.path; the preload finds no model and the app
-    starts without one), and the module an ONNX model is loaded with (serving_model.load_predictor).
+    """The serving package imported from the development install, from outside the repository (no
+    import path edited; the preload finds no model and the app starts without one), and the module
+    an ONNX model is loaded with (intentflow_serving.model.load_predictor).
     tests/serving/test_deployment.py serves a request from lambda/build.py's files without torch as well."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import app, mlcore.onnx_predictor; "
+    code = ("import sys, intentflow_serving.app, mlcore.onnx_predictor; "
+            "assert intentflow_serving.app.__file__.startswith(sys.argv[1]), intentflow_serving.app.__file__; "
             "print(sorted({name.split('.')[0] for name in sys.modules} & set(sys.argv[2:])))")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MODEL_URI": str(tmp_path / "missing.onnx")}
-    out = subprocess.run([sys.executable, "-c", code, str(LAMBDA_ROOT), *sorted(NOT_IN_SERVING)], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, str(LAMBDA_ROOT / "intentflow_serving"), *sorted(NOT_IN_SERVING)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr[-2000:]

@@ -258,7 +258,7 @@ def _optional_fraction(name: str) -> float | None:
     return value
 
 
-# What serving sends to review, read from the variables serving reads (lambda/serving_config.py),
+# What serving sends to review, read from the variables serving reads (lambda/intentflow_serving/config.py),
 # with its defaults and bounds: a run pseudo-labels only the traffic serving would answer with
 # confidence under them (TrainConfig's fields of the same names, mlcore.review_strategy.ReviewRouting),
 # so one deployment configuration sets both.

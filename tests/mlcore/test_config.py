@@ -1,5 +1,4 @@
 import re
-import sys
 from dataclasses import fields
 from typing import get_args, get_type_hints
 
@@ -11,7 +10,6 @@ from mlcore.config import TrainConfig
 from mlcore.errors import ConfigError
 from mlcore.review_strategy import SERVING_ROUTES, ReviewRouting
 from mlcore.train import resolve_device
-from tests.factories import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -58,10 +56,8 @@ ROUTING_FIELDS = ("review_routing", "ambiguity_margin", "confidence_threshold", 
 
 
 def test_the_review_routing_is_servings_by_default():
-    """Serving's settings of the same names, defaults and choices (lambda/serving_config.py)."""
-    if str(REPO_ROOT / "lambda") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "lambda"))  # as tests/serving/conftest.py does
-    from serving_config import ServingSettings
+    """Serving's settings of the same names, defaults and choices (intentflow_serving.config)."""
+    from intentflow_serving.config import ServingSettings
 
     serving = ServingSettings.model_fields
     assert {name: getattr(TrainConfig(), name) for name in ROUTING_FIELDS} == {name: serving[name].default for name in ROUTING_FIELDS}

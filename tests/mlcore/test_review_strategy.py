@@ -1,7 +1,6 @@
 """The review queue's order under each strategy, on a constructed queue; and what serving sends to
 the queue (ReviewRouting), held to serving's own code."""
 
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,10 +11,6 @@ from hypothesis import strategies as st
 from mlcore.errors import ConfigError
 from mlcore.prediction import PredictorBase
 from mlcore.review_strategy import ReviewRouting, check_strategy, needs_review, review_order, top_two
-from tests.factories import REPO_ROOT
-
-if str(REPO_ROOT / "lambda") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "lambda"))  # as tests/serving/conftest.py does: its files are top-level modules
 
 # Six unsure predictions: three of "a" (the model's favourite confusion), two of "b", one of "c".
 CONFIDENCE = [0.30, 0.20, 0.25, 0.50, 0.40, 0.45]
@@ -110,12 +105,12 @@ class GeneratedModel:
 
 
 def serving_routes(model: GeneratedModel, **settings) -> tuple[list[bool], tuple[str, float]]:
-    """Which rows lambda/serving_core.py's classify_texts sends to review under ``settings`` (every
+    """Which rows intentflow_serving.core's classify_texts sends to review under ``settings`` (every
     other row it sends as a traffic sample, TRAFFIC_SAMPLE_RATE=1: what it answered with
     confidence), and its rule (ServingCore.rule)."""
-    from serving_config import ServingSettings
-    from serving_core import ServingCore
-    from serving_review import SAMPLE, ReviewRouter
+    from intentflow_serving.config import ServingSettings
+    from intentflow_serving.core import ServingCore
+    from intentflow_serving.review import SAMPLE, ReviewRouter
 
     settings = ServingSettings(**settings)
     router = ReviewRouter(SimpleNamespace(name="recording"), bound_seconds=1, retries=0, ambiguity_margin=settings.ambiguity_margin,

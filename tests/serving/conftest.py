@@ -12,14 +12,21 @@ import pytest
 
 from mlcore.artifact import load_artifact, save_artifact
 from mlcore.onnx_export import export_onnx
-from tests.factories import REPO_ROOT
 from tests.serving.servers import Behaviour, Server
 
-LAMBDA_ROOT = REPO_ROOT / "lambda"
-if str(LAMBDA_ROOT) not in sys.path:
-    sys.path.insert(0, str(LAMBDA_ROOT))  # `lambda` is a keyword: its files are top-level modules, as on Lambda
+# Imported anew by fresh_app_module (the package's __init__ and its core stay).
+SERVING_MODULES = tuple(f"intentflow_serving.{name}" for name in ("app", "aws", "config", "model", "review"))
 
-SERVING_MODULES = ("app", "serving_aws", "serving_config", "serving_model", "serving_review")
+
+def forget_serving_modules() -> None:
+    """Drop the serving modules from sys.modules and from their package's attributes, so that the
+    next import of one runs it anew whatever its form: ``from intentflow_serving import app`` takes
+    the package's attribute as it is, even when sys.modules no longer holds that module."""
+    package = sys.modules.get("intentflow_serving")
+    for name in SERVING_MODULES:
+        sys.modules.pop(name, None)
+        if package is not None:
+            vars(package).pop(name.rpartition(".")[2], None)
 
 
 @pytest.fixture(scope="session")
@@ -98,10 +105,10 @@ def bucket(aws, moto_server, monkeypatch):
 
 def point_s3_at(endpoint: str, monkeypatch) -> None:
     """Send serving's S3 calls from now on to this endpoint (a fresh client reads it)."""
-    import serving_model
+    import intentflow_serving.model
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-    monkeypatch.setattr(serving_model, "_client", None)
+    monkeypatch.setattr(intentflow_serving.model, "_client", None)
 
 
 @pytest.fixture
@@ -109,10 +116,9 @@ def make_client():
     """A TestClient on a fresh app built from the given settings (no module-level state involved)."""
     from fastapi.testclient import TestClient
 
-    from serving_config import ServingSettings
-    from serving_model import ModelStore
-
-    import app as app_module
+    from intentflow_serving import app as app_module
+    from intentflow_serving.config import ServingSettings
+    from intentflow_serving.model import ModelStore
 
     def make(**settings):
         # No audit or sample draw unless a test asks for one: other tests count the events they expect.
@@ -128,16 +134,14 @@ def make_client():
 
 @pytest.fixture
 def fresh_app_module(monkeypatch):
-    """Import lambda/app.py anew with the environment given, as a cold Lambda container would."""
+    """Import intentflow_serving.app anew with the environment given, as a cold Lambda container would."""
 
     def load(**env):
         env = {"REVIEW_AUDIT_RATE": "0", "TRAFFIC_SAMPLE_RATE": "0", **env}  # no audit or sample draw unless a test asks for one
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
-        for name in SERVING_MODULES:
-            sys.modules.pop(name, None)
-        return importlib.import_module("app")
+        forget_serving_modules()
+        return importlib.import_module("intentflow_serving.app")
 
     yield load
-    for name in SERVING_MODULES:
-        sys.modules.pop(name, None)
+    forget_serving_modules()

@@ -63,7 +63,7 @@ SCORED_TEXTS = [TEXT, "play some jazz", "zzz", "what is the weather in rome tomo
 def classified_and_sent(client, texts: list[str]) -> tuple[list[dict], dict[str, dict]]:
     """The answers to ``texts``, and the review events they produced, by prediction id (traffic
     samples and reports left out)."""
-    from serving_review import SAMPLE
+    from intentflow_serving.review import SAMPLE
     from tests.serving.test_audit import RecordingSink
 
     client.app.state.router.sink = sink = RecordingSink()
@@ -276,7 +276,7 @@ def test_log_level_warning_turns_the_request_line_off(fresh_app_module, model_fi
 def test_inference_threads_share_the_cores_among_uvicorn_workers(monkeypatch):
     import os
 
-    from serving_config import ServingSettings
+    from intentflow_serving.config import ServingSettings
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.delenv("INFERENCE_THREADS", raising=False)
@@ -320,7 +320,7 @@ def test_the_schema_states_the_limits_and_every_error_answer(make_client, model_
 def test_bad_settings_fail_at_start(monkeypatch):
     from pydantic import ValidationError
 
-    from serving_config import ServingSettings
+    from intentflow_serving.config import ServingSettings
 
     for name, value in [("CONFIDENCE_THRESHOLD", "1.5"), ("MODEL_REFRESH_SECONDS", "-1"), ("MAX_BATCH_SIZE", "zero"), ("LOG_LEVEL", "loud")]:
         monkeypatch.setenv(name, value)

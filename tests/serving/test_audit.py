@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serving_review import AUDIT, LOW_CONFIDENCE, SAMPLE, TRAFFIC_REPORT, HttpSink, ReviewRouter, TrafficCounter
+from intentflow_serving.review import AUDIT, LOW_CONFIDENCE, SAMPLE, TRAFFIC_REPORT, HttpSink, ReviewRouter, TrafficCounter
 
 
 class RecordingSink:

@@ -9,9 +9,8 @@ from tests.factories import REPO_ROOT
 
 PROBE = """
 import sys
-sys.path[:0] = [sys.argv[1], sys.argv[2]]
-from events import FakeContext, http_api_v2
-import app
+from tests.serving.events import FakeContext, http_api_v2
+from intentflow_serving import app
 at_init = set(sys.modules)
 first = app.handler(http_api_v2("POST", "/classify", {"text": "play some jazz"}), FakeContext())
 print(first["statusCode"], app.store.current is not None, *(name in at_init for name in ("fastapi", "mangum")),
@@ -21,8 +20,9 @@ print(" ".join(sorted(set(sys.modules) - at_init)) or "-")
 
 
 def run_probe(model_file, **env) -> list[list[str]]:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(REPO_ROOT / "lambda"), str(REPO_ROOT / "tests" / "serving")],
-                         cwd=REPO_ROOT, env={"MODEL_URI": str(model_file), "PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True)
+    # The serving package from the development install; tests.serving.events from the repository (cwd).
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, env={"MODEL_URI": str(model_file), "PATH": "/usr/bin:/bin", **env},
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     return [line.split() for line in out.stdout.strip().splitlines()[-2:]]
 
@@ -30,7 +30,7 @@ def run_probe(model_file, **env) -> list[list[str]]:
 def test_init_loads_the_model_and_builds_the_app_and_the_handler(model_file):
     first, _ = run_probe(model_file)
     # 200; the model, FastAPI and Mangum were there before the first invocation; no torch,
-    # transformers, boto3 or botocore (the S3 reads are signed without them, lambda/serving_aws.py).
+    # transformers, boto3 or botocore (the S3 reads are signed without them, intentflow_serving.aws).
     assert first == ["200", "True", "True", "True", "False", "False", "False", "False"]
 
 

@@ -82,7 +82,7 @@ def test_the_http_api_is_throttled_with_the_limits_given_as_parameters():
 
 
 def test_the_function_gets_the_settings_the_app_reads():
-    from serving_config import ServingSettings
+    from intentflow_serving.config import ServingSettings
 
     template = _template()
     environment = template["Globals"]["Function"]["Environment"]["Variables"]
@@ -92,7 +92,7 @@ def test_the_function_gets_the_settings_the_app_reads():
     assert environment["REVIEW_SINK"] == "sqs" and template["Parameters"]["ModelKey"]["Default"].endswith(".onnx")
     image, zipped = (template["Resources"][name]["Properties"] for name in ("ClassifyFunction", "ClassifyZipFunction"))
     assert image["PackageType"] == "Image" and zipped["PackageType"] == "Zip"
-    assert zipped["SnapStart"] == {"ApplyOn": "PublishedVersions"} and zipped["Handler"] == "app.handler"
+    assert zipped["SnapStart"] == {"ApplyOn": "PublishedVersions"} and zipped["Handler"] == build_script.HANDLER
     for function in (image, zipped):
         assert [next(iter(policy)) for policy in function["Policies"]] == ["S3ReadPolicy", "SQSSendMessagePolicy"]
 
@@ -185,14 +185,16 @@ def test_the_build_holds_the_serving_modules_and_only_the_inference_part_of_mlco
     result = _run_build(out)
     assert result.returncode == 0, result.stderr
     built = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.py"))
-    serving = sorted(path.name for path in LAMBDA_ROOT.glob("*.py") if path.name != "build.py")
-    assert [name for name in built if "/" not in name] == serving
+    # lambda/'s files as they lie there: the one-line handler.py and the whole serving package.
+    serving = sorted(path.relative_to(LAMBDA_ROOT).as_posix() for path in LAMBDA_ROOT.rglob("*.py") if path.name != "build.py")
+    assert "handler.py" in serving and "intentflow_serving/app.py" in serving
+    assert [name for name in built if not name.startswith("mlcore/")] == serving
     mlcore = {Path(name).stem for name in built if name.startswith("mlcore/")}
     assert INFERENCE_MODULES <= mlcore and not mlcore & NOT_INFERENCE, sorted(mlcore)
-    assert {name.split("/")[0] for name in built} == set(serving) | {"mlcore"}
+    assert {name.split("/")[0] for name in built} == {"handler.py", build_script.SERVING_PACKAGE, "mlcore"}
     assert set(result.stdout.split()) >= set(built)  # it says what it copied
     for name in built:  # copied as they are, and none imports torch or the like at module level
-        assert (out / name).read_bytes() == (REPO_ROOT / ("lambda/" + name if "/" not in name else name)).read_bytes()
+        assert (out / name).read_bytes() == (REPO_ROOT / (name if name.startswith("mlcore/") else "lambda/" + name)).read_bytes()
         tree = ast.parse((out / name).read_text())
         top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
@@ -208,17 +210,19 @@ def test_the_build_refuses_a_module_that_imports_torch(tmp_path):
     """A serving module reaching an mlcore module that imports torch at module level stops the build,
     with the import and the chain of imports that reaches it."""
     root = tmp_path / "repo"
-    (root / "lambda").mkdir(parents=True)
+    (root / "lambda" / "serving").mkdir(parents=True)
     (root / "mlcore").mkdir()
     shutil.copy(LAMBDA_ROOT / "build.py", root / "lambda" / "build.py")
-    (root / "lambda" / "app.py").write_text("from mlcore.light import f\n")
+    (root / "lambda" / "handler.py").write_text("from serving.app import handler  # noqa: F401\n")
+    (root / "lambda" / "serving" / "__init__.py").write_text("")
+    (root / "lambda" / "serving" / "app.py").write_text("from mlcore.light import f\n")
     (root / "mlcore" / "__init__.py").write_text("")
     (root / "mlcore" / "light.py").write_text("def f():\n    from mlcore import heavy\n")
     (root / "mlcore" / "heavy.py").write_text('"""Trains."""\n\nimport torch\n')
     result = subprocess.run([sys.executable, "-S", str(root / "lambda" / "build.py"), str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "mlcore/heavy.py:3 imports torch at module level (reached by app -> mlcore.light -> mlcore.heavy)" in result.stderr
+    assert "mlcore/heavy.py:3 imports torch at module level (reached by serving.app -> mlcore.light -> mlcore.heavy)" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -230,19 +234,25 @@ def test_the_files_the_build_lays_out_are_enough_to_serve(model_file, tmp_path):
     task_root = tmp_path / "task"
     result = _run_build(task_root)
     assert result.returncode == 0, result.stderr
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import app\n"
+    # The Handler setting, resolved as the runtime resolves it: the module imported from the task
+    # root (handler.py, one line), then its attribute.
+    module, function = _template()["Resources"]["ClassifyZipFunction"]["Properties"]["Handler"].rsplit(".", 1)
+    code = ("import importlib, json, sys; sys.path.insert(0, sys.argv[1])\n"
+            "handler = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])\n"
             "class Context:\n"
             "    function_name, memory_limit_in_mb, aws_request_id = 'intentflow-classify', 2048, 'request-1'\n"
             "    invoked_function_arn = 'arn:aws:lambda:us-east-1:123456789012:function:intentflow-classify'\n"
             "    def get_remaining_time_in_millis(self): return 30000\n"
-            "r = app.handler(json.load(sys.stdin), Context())\n"
-            "ours = {name: m.__file__ for name, m in sys.modules.items() if name in sys.argv[2:] or name.startswith('mlcore')}\n"
+            "r = handler(json.load(sys.stdin), Context())\n"
+            "ours = {name: m.__file__ for name, m in sys.modules.items() if name.split('.')[0] in sys.argv[4:]}\n"
             "print(r['statusCode'], 'torch' in sys.modules or 'transformers' in sys.modules,\n"
             "      all(path.startswith(sys.argv[1]) for path in ours.values()), ours)\n")
-    # Every module of ours from the task root: the development install's finder would otherwise load
-    # a module the build left out from the repository, and the test would pass without it.
-    serving = [path.stem for path in LAMBDA_ROOT.glob("*.py") if path.name != "build.py"]
-    out = subprocess.run([sys.executable, "-I", "-c", code, str(task_root), *serving],
+    # Every module of ours from the task root (handler, intentflow_serving, mlcore): the development
+    # install's finder would otherwise load a module the build left out from the repository, and the
+    # test would pass without it.
+    ours = sorted({path.relative_to(task_root).parts[0].removesuffix(".py") for path in task_root.rglob("*.py")})
+    assert ours == ["handler", build_script.SERVING_PACKAGE, "mlcore"]
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(task_root), module, function, *ours],
                          input=json.dumps(http_api_v2("POST", "/classify", {"text": "hi"})), cwd=tmp_path,
                          env={"MODEL_URI": str(model_file), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
     assert out.stdout.split()[:3] == ["200", "False", "True"], out.stdout + out.stderr[-2000:]
@@ -263,7 +273,7 @@ def test_the_image_and_the_zip_run_the_same_python():
 
 def test_the_dockerfile_builds_the_handler_from_the_lambda_base_image():
     dockerfile = _dockerfile()
-    assert "torch" not in dockerfile.replace("no torch", "") and 'CMD ["app.handler"]' in dockerfile
+    assert "torch" not in dockerfile.replace("no torch", "") and f'CMD ["{build_script.HANDLER}"]' in dockerfile
     # It installs the lock, not the loose list.
     installs = [line for line in dockerfile.splitlines() if line.startswith("RUN pip install")]
     assert len(installs) == 1 and "-r /tmp/requirements.lock" in installs[0], installs
@@ -271,6 +281,19 @@ def test_the_dockerfile_builds_the_handler_from_the_lambda_base_image():
     assert "requirements.txt" not in dockerfile
     packages = {_canonical(requirement.name) for requirement in _requirements()}
     assert packages == {"fastapi", "starlette", "mangum", "pydantic", "tokenizers", "numpy", "onnxruntime", "orjson", "botocore"}
+
+
+def test_the_handler_setting_names_the_one_line_handler_module():
+    """One Handler for both: template.yaml's (the zip) and the image's CMD name lambda/handler.py's
+    ``handler``, a module of one line that imports the serving package's (Mangum over its app)."""
+    assert _template()["Resources"]["ClassifyZipFunction"]["Properties"]["Handler"] == build_script.HANDLER
+    assert re.findall(r"^CMD (.+)$", _dockerfile(), re.M) == [json.dumps([build_script.HANDLER])]
+    module, function = build_script.HANDLER.rsplit(".", 1)
+    source = (LAMBDA_ROOT / f"{module}.py").read_text()
+    [statement] = ast.parse(source).body
+    assert len(source.strip().splitlines()) == 1 and isinstance(statement, ast.ImportFrom)
+    assert (statement.module, [(alias.name, alias.asname) for alias in statement.names]) == (
+        f"{build_script.SERVING_PACKAGE}.app", [(function, None)])
 
 
 def test_the_lock_pins_every_requirement():

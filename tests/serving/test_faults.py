@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from serving_review import UNDELIVERED_EVENT
+from intentflow_serving.review import UNDELIVERED_EVENT
 from tests.serving import servers
 from tests.serving.conftest import eventually, health_error, point_s3_at, served_version, variant_of
 
@@ -133,10 +133,10 @@ def s3_client(bucket, make_client, tiny_onnx):
 @pytest.fixture
 def short_s3_timeouts(monkeypatch):
     """Shorter S3 client timeouts than production's, so a hung check gives up within the test."""
-    import serving_model
+    import intentflow_serving.model
 
-    monkeypatch.setattr(serving_model, "S3_CONNECT_TIMEOUT_SECONDS", 1)
-    monkeypatch.setattr(serving_model, "S3_READ_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(intentflow_serving.model, "S3_CONNECT_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(intentflow_serving.model, "S3_READ_TIMEOUT_SECONDS", 1)
 
 
 S3_OUTAGES = {

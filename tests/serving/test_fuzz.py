@@ -22,9 +22,9 @@ MODEL = Path(tempfile.gettempdir()) / f"intentflow-fuzz-{os.getpid()}" / "model.
 
 
 def serving_app():
-    import app
-    from serving_config import ServingSettings
-    from serving_model import ModelStore
+    from intentflow_serving import app
+    from intentflow_serving.config import ServingSettings
+    from intentflow_serving.model import ModelStore
 
     settings = ServingSettings(model_uri=str(MODEL), api_keys=KEY, preload_model=False)
     return app.create_app(settings, ModelStore(settings.model_uri, refresh_seconds=settings.model_refresh_seconds))

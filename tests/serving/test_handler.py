@@ -72,10 +72,11 @@ def test_the_serving_process_imports_neither_torch_nor_transformers(model_file):
 
     from tests.factories import REPO_ROOT
 
-    code = ("import sys, app; from events import http_api_v2, FakeContext; "
+    # The serving package from the development install; tests.serving.events from the repository (cwd).
+    code = ("import sys; from intentflow_serving import app; from tests.serving.events import http_api_v2, FakeContext; "
             "r = app.handler(http_api_v2('POST', '/classify', {'text': 'hi'}), FakeContext()); "
             "print(r['statusCode'], *(m in sys.modules for m in ('torch', 'transformers', 'datasets')))")
-    env = {"MODEL_URI": str(model_file), "PYTHONPATH": f"{REPO_ROOT / 'lambda'}:{REPO_ROOT / 'tests' / 'serving'}:{REPO_ROOT}", "PATH": "/usr/bin:/bin"}
+    env = {"MODEL_URI": str(model_file), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.stdout.split()[-4:] == ["200", "False", "False", "False"], out.stderr[-2000:]
 

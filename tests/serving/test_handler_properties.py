@@ -1,8 +1,8 @@
 """Property test: whatever the request (its event shape, method, path, headers in any casing,
 content type and body), the Lambda handler answers exactly as the FastAPI route does.
 
-The handler is lambda/app.py's own (Mangum over the module's app, lifespan off); the route is the
-same app reached through Starlette's TestClient, as uvicorn would reach it. Each generated request
+The handler is intentflow_serving.app's own (Mangum over the module's app, lifespan off); the route
+is the same app reached through Starlette's TestClient, as uvicorn would reach it. Each generated request
 is sent both ways: to the handler as the API Gateway event (HTTP API or function URL, payload 2.0;
 REST API, payload 1.0) that carries it, to the route as the HTTP request itself. Status, content
 type and JSON body must be the same. tests/serving/test_handler.py checks fixed cases; here
@@ -157,7 +157,7 @@ def lambda_answer(answer: dict) -> tuple:
 
 @pytest.fixture
 def served(fresh_app_module, model_file):
-    """lambda/app.py imported as a cold container imports it (the model loaded at init), keys required."""
+    """intentflow_serving.app imported as a cold container imports it (the model loaded at init), keys required."""
     module = fresh_app_module(MODEL_URI=model_file, API_KEYS=KEY)
     assert module.store.current is not None
     return module

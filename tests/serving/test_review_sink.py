@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serving_review import UNDELIVERED_EVENT, HttpSink, ReviewRouter
+from intentflow_serving.review import UNDELIVERED_EVENT, HttpSink, ReviewRouter
 from tests.serving import servers
 from tests.serving.servers import Recorder, http_answer
 
@@ -71,7 +71,7 @@ def test_an_event_still_in_flight_at_the_deadline_is_logged_and_may_still_arrive
 def test_an_incomplete_sink_setting_fails_at_start():
     from pydantic import ValidationError
 
-    from serving_config import ServingSettings
+    from intentflow_serving.config import ServingSettings
 
     with pytest.raises(ValidationError, match="REVIEW_SINK=http needs REVIEW_API_URL"):
         ServingSettings(review_sink="http")
@@ -129,7 +129,7 @@ def test_a_review_api_url_without_its_trailing_slash_reaches_djangos_route(make_
     ("http://127.0.0.1:8000/api/v1/review-items?source=lambda", "http://127.0.0.1:8000/api/v1/review-items/?source=lambda"),
 ])
 def test_the_api_urls_are_given_their_trailing_slash(given, used):
-    from serving_config import ServingSettings
+    from intentflow_serving.config import ServingSettings
 
     settings = ServingSettings(review_sink="http", review_api_url=given, review_api_token="t", traffic_api_url=given.replace("review-items", "traffic-reports"))
     assert settings.review_api_url == used

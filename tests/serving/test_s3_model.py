@@ -54,13 +54,13 @@ SIGNED_REQUESTS = [
 
 @pytest.mark.parametrize("method, url, token", SIGNED_REQUESTS)
 def test_requests_are_signed_exactly_as_botocore_signs_them(method, url, token, monkeypatch):
-    """The cold start signs its S3 reads itself (serving_aws); S3 accepts them only if the signature
+    """The cold start signs its S3 reads itself (intentflow_serving.aws); S3 accepts them only if the signature
     is what botocore's S3 signer computes for the same request."""
     import botocore.auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from serving_aws import sigv4_headers
+    from intentflow_serving.aws import sigv4_headers
 
     now = datetime(2026, 11, 30, 12, 34, 56, tzinfo=timezone.utc)
     ours = sigv4_headers(method, url, ("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token), "eu-west-1", now)
@@ -72,7 +72,7 @@ def test_requests_are_signed_exactly_as_botocore_signs_them(method, url, token, 
 
 
 def test_objects_are_addressed_where_botocore_sends_them():
-    from serving_aws import s3_url
+    from intentflow_serving.aws import s3_url
 
     assert s3_url("models", "a key/m.onnx", {"AWS_REGION": "eu-west-1"}) == "https://models.s3.eu-west-1.amazonaws.com/a%20key/m.onnx"
     assert s3_url("my.models", "m.onnx", {"AWS_REGION": "eu-west-1"}) == "https://s3.eu-west-1.amazonaws.com/my.models/m.onnx"
@@ -89,14 +89,14 @@ def test_without_credentials_in_the_environment_botocore_reads_the_model(bucket,
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(profile))
     monkeypatch.setenv("AWS_PROFILE", "serving")
-    import serving_aws
+    import intentflow_serving.aws
 
-    monkeypatch.setattr(serving_aws, "_session", None)  # a fresh botocore session reads the profile, as a new container's would
+    monkeypatch.setattr(intentflow_serving.aws, "_session", None)  # a fresh botocore session reads the profile, as a new container's would
     client = make_client(model_uri=f"s3://models/{KEY}")
     assert served_version(client) == file_sha256(tiny_artifact)[:12]
-    import serving_model
+    import intentflow_serving.model
 
-    assert serving_model._client is not None  # botocore's client did it
+    assert intentflow_serving.model._client is not None  # botocore's client did it
 
 
 def test_a_missing_object_is_named_with_s3s_answer(bucket, make_client):

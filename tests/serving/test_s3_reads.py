@@ -4,7 +4,7 @@ retried, and never taken for a corrupt model: a version refused as corrupt is no
 until the next promotion, so a cold container would answer 503 until then.
 
 S3 is a real local HTTP server here (tests/serving/servers.FakeS3), read both ways serving reads
-it: signed by serving_aws (credentials in the environment, as on Lambda) and through botocore.
+it: signed by intentflow_serving.aws (credentials in the environment, as on Lambda) and through botocore.
 """
 
 import pytest
@@ -43,7 +43,7 @@ def environment_credentials(monkeypatch):
 @pytest.fixture
 def profile_credentials(monkeypatch, tmp_path):
     """Credentials in a profile only: serving reads S3 through botocore."""
-    import serving_aws
+    import intentflow_serving.aws
 
     profile = tmp_path / "credentials"
     profile.write_text("[serving]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
@@ -52,7 +52,7 @@ def profile_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(profile))
     monkeypatch.setenv("AWS_PROFILE", "serving")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(serving_aws, "_session", None)  # a fresh session reads the profile, as a new container's would
+    monkeypatch.setattr(intentflow_serving.aws, "_session", None)  # a fresh session reads the profile, as a new container's would
 
 
 @pytest.fixture
@@ -61,9 +61,9 @@ def version(tiny_artifact) -> str:
 
 
 def max_attempts() -> int:
-    import serving_model
+    import intentflow_serving.model
 
-    return serving_model.S3_MAX_ATTEMPTS
+    return intentflow_serving.model.S3_MAX_ATTEMPTS
 
 
 @pytest.mark.parametrize("credentials", ["environment_credentials", "profile_credentials"])

@@ -168,10 +168,8 @@ def settings_read(**environment: str) -> subprocess.CompletedProcess:
 
 
 def serving_reads(**environment: str):
-    """What lambda/serving_config.py makes of the same variables."""
-    if str(REPO_ROOT / "lambda") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "lambda"))  # as tests/serving/conftest.py does
-    from serving_config import ServingSettings
+    """What intentflow_serving.config makes of the same variables."""
+    from intentflow_serving.config import ServingSettings
 
     read = ServingSettings(**{name.lower(): value for name, value in environment.items()})
     return [str(read.review_routing), str(read.ambiguity_margin), str(read.confidence_threshold), str(read.in_scope_threshold)]

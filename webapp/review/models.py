@@ -81,7 +81,7 @@ class ReviewItem(models.Model):
 
 class TrafficReport(models.Model):
     """Predictions one serving container counted for one model version on one UTC day, since its
-    previous report (see ``lambda/serving_review.py``). The Traffic page sums them."""
+    previous report (see ``lambda/intentflow_serving/review.py``). The Traffic page sums them."""
 
     report_id = models.UUIDField(unique=True, help_text="From the serving app; makes ingestion idempotent.")
     day = models.DateField(db_index=True)

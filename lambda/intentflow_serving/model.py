@@ -195,8 +195,8 @@ CHUNK_BYTES = 1 << 20
 
 def _s3_etag(bucket: str, key: str) -> str:
     """The object's ETag: a HEAD signed here with the environment's credentials (as on Lambda),
-    else through botocore (serving_aws says why)."""
-    from serving_aws import environment_credentials, s3_etag
+    else through botocore (intentflow_serving.aws says why)."""
+    from intentflow_serving.aws import environment_credentials, s3_etag
 
     credentials = environment_credentials()
     if credentials is None:
@@ -209,7 +209,7 @@ def _s3_download(bucket: str, key: str, destination: Path) -> None:
     /tmp (s3transfer's download_file adds a HEAD and threads), fetched again when the answer ends
     early. A file cut short must never reach the loader: refused as corrupt, its version would not
     be fetched again until the next promotion."""
-    from serving_aws import environment_credentials, s3_download
+    from intentflow_serving.aws import environment_credentials, s3_download
 
     credentials = environment_credentials()
     if credentials is None:
@@ -223,7 +223,7 @@ def _botocore_download(bucket: str, key: str, destination: Path) -> None:
     breaks off (its StreamingBody checks Content-Length and raises) is fetched again here."""
     from botocore.exceptions import BotoCoreError
 
-    from serving_aws import S3Error, retrying
+    from intentflow_serving.aws import S3Error, retrying
 
     def download() -> None:
         body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
@@ -249,7 +249,7 @@ def _s3():
     """One S3 client per container (AWS_ENDPOINT_URL_S3 points it at an S3-compatible server)."""
     global _client
     if _client is None:
-        from serving_aws import aws_client
+        from intentflow_serving.aws import aws_client
 
         _client = aws_client("s3", connect_timeout=S3_CONNECT_TIMEOUT_SECONDS, read_timeout=S3_READ_TIMEOUT_SECONDS,
                              retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"})

@@ -1,7 +1,7 @@
 """What answering a classify request needs besides HTTP: the text rule, the request models,
 authorization, the model call, review routing and the log line.
 
-The FastAPI routes (lambda/app.py) are built on this; they are the one request path, on Lambda
+The FastAPI routes (intentflow_serving.app) are built on this; they are the one request path, on Lambda
 (through Mangum) and under uvicorn alike.
 """
 
@@ -19,9 +19,9 @@ import orjson
 from pydantic import BaseModel, Field, field_validator
 
 from mlcore.prediction import is_low_confidence, ranked_distribution
-from serving_config import ServingSettings
-from serving_model import ModelStore
-from serving_review import SAMPLE, ReviewRouter
+from intentflow_serving.config import ServingSettings
+from intentflow_serving.model import ModelStore
+from intentflow_serving.review import SAMPLE, ReviewRouter
 
 logger = logging.getLogger("serving.request")
 

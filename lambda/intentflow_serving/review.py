@@ -100,7 +100,7 @@ class SqsSink:
     name = "sqs"
 
     def __init__(self, queue_url: str, timeout: float) -> None:
-        from serving_aws import aws_client
+        from intentflow_serving.aws import aws_client
 
         self.queue_url = queue_url
         # botocore's own retries would outlast the bound: the router retries within it instead. The

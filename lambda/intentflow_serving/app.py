@@ -22,10 +22,10 @@ from mangum import Mangum
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving_config import ServingSettings
-from serving_core import ServingCore
-from serving_model import ModelStore, ModelUnavailable
-from serving_review import ReviewRouter, build_router
+from intentflow_serving.config import ServingSettings
+from intentflow_serving.core import ServingCore
+from intentflow_serving.model import ModelStore, ModelUnavailable
+from intentflow_serving.review import ReviewRouter, build_router
 
 # On Lambda the runtime has set up the root logger already; under uvicorn or a test this adds one.
 logging.basicConfig(level=logging.INFO, format="%(message)s")
